@@ -1,0 +1,133 @@
+"""Apply `supabase/migrations/*.sql` in order, recording version and checksum.
+
+Records versions in `supabase_migrations.schema_migrations` (the table the
+Supabase CLI uses, so `supabase db push` and this runner agree on what is
+applied) and a SHA-256 of each file in `supabase_migrations.nexus_checksums`.
+Re-running is a no-op; a file edited after it was applied is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = ROOT / "supabase" / "migrations"
+SHIM_PATH = ROOT / "supabase" / "platform" / "shim.sql"
+_NAME = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")
+_LOCK_KEY = 7410_2025
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text()
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    out = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise MigrationError(f"{path.name}: migration files are named YYYYMMDDHHMMSS_name.sql")
+        out.append(Migration(m.group(1), m.group(2), path))
+    versions = [m.version for m in out]
+    if len(versions) != len(set(versions)):
+        raise MigrationError("two migration files share a version")
+    return out
+
+
+_BOOKKEEPING = """
+CREATE SCHEMA IF NOT EXISTS supabase_migrations;
+CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations (
+  version text PRIMARY KEY, statements text[], name text
+);
+CREATE TABLE IF NOT EXISTS supabase_migrations.nexus_checksums (
+  version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+def apply_shim(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            conn.execute(SHIM_PATH.read_text())
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def applied(conn) -> dict[str, str | None]:
+    """version -> checksum (None when applied by another tool, e.g. `supabase db push`)."""
+    rows = conn.execute(
+        """SELECT m.version, c.checksum FROM supabase_migrations.schema_migrations m
+           LEFT JOIN supabase_migrations.nexus_checksums c USING (version)"""
+    ).fetchall()
+    return {v: c for v, c in rows}
+
+
+def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
+    """Apply pending migrations; returns the versions applied now."""
+    import psycopg
+
+    migrations = discover(directory)
+    done: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        # One runner at a time, whoever else tries to migrate this database.
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            conn.execute(_BOOKKEEPING)
+            have = applied(conn)
+            for m in migrations:
+                if m.version in have:
+                    recorded = have[m.version]
+                    if recorded is None:
+                        conn.execute(
+                            "INSERT INTO supabase_migrations.nexus_checksums (version, checksum) VALUES (%s, %s)",
+                            (m.version, m.checksum),
+                        )
+                    elif recorded != m.checksum:
+                        raise MigrationError(
+                            f"{m.path.name} was changed after it was applied; "
+                            "add a new migration instead of editing an applied one"
+                        )
+                    continue
+                with conn.transaction():
+                    conn.execute(m.sql)
+                    conn.execute(
+                        "INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
+                        "VALUES (%s, %s, ARRAY[%s])",
+                        (m.version, m.name, m.sql),
+                    )
+                    conn.execute(
+                        "INSERT INTO supabase_migrations.nexus_checksums (version, checksum) VALUES (%s, %s)",
+                        (m.version, m.checksum),
+                    )
+                log(f"applied {m.path.name}")
+                done.append(m.version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return done
+
+
+def prepare_local(url: str, log=print) -> list[str]:
+    """Shim plus migrations: what a fresh local database needs."""
+    apply_shim(url)
+    return migrate(url, log=log)

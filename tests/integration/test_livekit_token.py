@@ -1,0 +1,129 @@
+"""livekit-token against real Postgres with the real migrations."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from livekit.api import TokenVerifier
+
+from shared.ranks import RANKS, level
+from tests import support
+from tests.support import Client
+
+
+@pytest.fixture
+def client(env):
+    from functions.livekit_token.app import app
+
+    return Client(app)
+
+
+def verify_livekit(token: str):
+    return TokenVerifier(support.LIVEKIT_KEY, support.LIVEKIT_SECRET).verify(token)
+
+
+# Given a net with every combination of thresholds, when each rank asks for a token,
+# then the grants follow the ladder and livekit-api reads exactly those grants back.
+THRESHOLDS = [("vagrant", "vagrant", "vagrant"), ("scout", "scout", "voyager"), ("vagrant", "scout", "founder"),
+              ("voyager", "voyager", "voyager"), ("founder", "founder", "pioneer"), ("pioneer", "pioneer", "pioneer")]
+
+
+@pytest.mark.parametrize("join,rx,tx", THRESHOLDS)
+def test_rank_by_threshold_grant_matrix(client, sql, join, rx, tx):
+    room = sql.net(join, rx, tx)
+    for rank in RANKS:
+        member = sql.member(rank)
+        reply = client.post({"roomName": room, "participantName": "Ace"}, member.auth())
+        if level(rank) < level(join):
+            assert reply.status == 403, reply
+            assert reply.json["error"] == "INSUFFICIENT_CLEARANCE"
+            continue
+        assert reply.status == 200, reply
+        body = reply.json
+        can_tx = level(rank) >= level(tx) and rank != "vagrant"
+        expected = {"canJoin": True, "canSubscribe": level(rank) >= level(rx),
+                    "canPublish": can_tx, "canPublishData": can_tx}
+        assert body["grants"] == expected
+        assert body["identity"] == member.id
+        assert body["serverUrl"] == support.LIVEKIT_URL
+        claims = verify_livekit(body["token"])
+        assert claims.identity == member.id
+        assert claims.video.room == room and claims.video.room_join is True
+        assert claims.video.can_publish is expected["canPublish"]
+        assert claims.video.can_publish_data is expected["canPublishData"]
+        assert claims.video.can_subscribe is expected["canSubscribe"]
+        import json
+        assert json.loads(claims.metadata) == {"userId": member.id, "rank": rank}
+
+
+def test_vagrant_never_publishes_even_on_an_open_net(client, sql):
+    room = sql.net("vagrant", "vagrant", "vagrant")
+    reply = client.post({"roomName": room}, sql.member("vagrant").auth())
+    assert reply.status == 200
+    assert reply.json["grants"]["canPublish"] is False
+    assert reply.json["grants"]["canPublishData"] is False
+
+
+def test_listen_only_token_writes_publish_false_explicitly(client, sql):
+    import jwt as pyjwt
+
+    room = sql.net("vagrant", "vagrant", "founder")
+    reply = client.post({"roomName": room}, sql.member("scout").auth())
+    video = pyjwt.decode(reply.json["token"], options={"verify_signature": False})["video"]
+    # LiveKit treats an absent canPublish as true; it must be present and false.
+    assert video["canPublish"] is False and video["canPublishData"] is False
+
+
+def test_identity_and_role_in_body_change_nothing(client, sql):
+    room = sql.net("vagrant", "vagrant", "founder")
+    member = sql.member("scout")
+    victim = sql.member("pioneer")
+    reply = client.post({"roomName": room, "identity": victim.id, "role": "pioneer", "rank": "pioneer",
+                         "userId": victim.id}, member.auth())
+    assert reply.status == 200
+    assert reply.json["identity"] == member.id
+    assert reply.json["grants"]["canPublish"] is False
+    assert verify_livekit(reply.json["token"]).identity == member.id
+
+
+def test_rank_is_read_from_the_database_not_the_token(client, sql):
+    room = sql.net("founder", "founder", "founder")
+    member = sql.member("scout")
+    # A token claiming a higher rank in its metadata still gets the database rank.
+    reply = client.post({"roomName": room}, member.auth(user_metadata={"rank": "pioneer"}, app_metadata={"rank": "pioneer"}))
+    assert reply.status == 403
+    sql.execute("UPDATE public.profiles SET rank = 'founder' WHERE id = %s", (member.id,))
+    assert client.post({"roomName": room}, member.auth()).status == 200
+
+
+def test_unknown_room_is_404(client, sql):
+    reply = client.post({"roomName": "no-such-net"}, sql.member("pioneer").auth())
+    assert reply.status == 404
+    assert reply.json["error"] == "NOT_FOUND"
+
+
+def test_brigged_member_is_forbidden(client, sql):
+    room = sql.net()
+    reply = client.post({"roomName": room}, sql.member("pioneer", ["Medic", "brigged"]).auth())
+    assert reply.status == 403
+    assert reply.json["error"] == "FORBIDDEN"
+
+
+def test_valid_user_without_profile_is_403(client, sql):
+    import uuid
+
+    reply = client.post({"roomName": sql.net()}, {"authorization": f"Bearer {support.sign_user_token(str(uuid.uuid4()))}",
+                                                 "content-type": "application/json"})
+    assert reply.status == 403
+    assert reply.json["error"] == "FORBIDDEN"
+
+
+def test_token_ttl_is_configurable(client, sql, env):
+    env.setenv("LIVEKIT_TOKEN_TTL_SECONDS", "120")
+    from shared import config
+    config.get_settings.cache_clear()
+    reply = client.post({"roomName": sql.net()}, sql.member("scout").auth())
+    import jwt as pyjwt
+    claims = pyjwt.decode(reply.json["token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["nbf"] == 120
