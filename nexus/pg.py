@@ -100,6 +100,7 @@ class EmbeddedPostgres:
         if self.proc and self.proc.poll() is None:
             return
         self.init()
+        self._stop_orphan()
         run_as = _run_as()
         self.socket_dir.mkdir(exist_ok=True)
         if run_as:
@@ -125,6 +126,27 @@ class EmbeddedPostgres:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"postgres did not become ready in {timeout}s; see {self.log_path}")
+
+    def _stop_orphan(self) -> None:
+        """A server left running on this data dir by a killed process is stopped first."""
+        import signal
+
+        pidfile = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
     def _ready(self) -> bool:
         r = subprocess.run(

@@ -1,0 +1,137 @@
+"""`nexus`: the developer's command line.
+
+  nexus dev                 run the local stack (what `make dev` does)
+  nexus token --rank scout  print an access token for that demo member
+  nexus db <command>        migrate | verify | smoke | lint (see README)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from nexus import devenv
+
+    env = devenv.read_dev_env()
+    key = args.user or args.rank
+    known = {m[0] for m in __import__("nexus.seed", fromlist=["DEMO_MEMBERS"]).DEMO_MEMBERS}
+    if key not in known:
+        print(f"unknown demo member {key!r}; choose one of {', '.join(sorted(known))}", file=sys.stderr)
+        return 2
+    print(devenv.member_token(env, devenv.demo_user_id(key), ttl=args.ttl))
+    return 0
+
+
+def _start_timers(stop: threading.Event) -> None:
+    import logging
+
+    from nexus import registry
+
+    log = logging.getLogger("nexus.dev")
+    for name, (path, interval) in registry.SCHEDULED_FUNCTIONS.items():
+        try:
+            handler = registry.load(path)
+        except (ImportError, AttributeError) as e:
+            log.warning("scheduled function %s not available: %s", name, e)
+            continue
+
+        def loop(handler=handler, name=name, interval=interval) -> None:
+            while not stop.wait(interval):
+                try:
+                    handler({"source": "nexus.dev", "detail-type": "Scheduled Event", "detail": {}}, None)
+                except Exception:
+                    log.exception("scheduled function %s failed", name)
+
+        threading.Thread(target=loop, name=f"timer-{name}", daemon=True).start()
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from nexus import devenv, migrate, seed
+    from nexus.pg import EmbeddedPostgres
+
+    import signal
+
+    # SIGTERM (e.g. from `timeout` or a process manager) unwinds like Ctrl-C,
+    # so the embedded PostgreSQL is stopped by the `finally` below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    env = devenv.dev_environment(pg_port=args.pg_port, gateway_port=args.port)
+    server = EmbeddedPostgres(devenv.DATA_DIR / "pg", port=args.pg_port)
+    print(f"starting PostgreSQL on 127.0.0.1:{args.pg_port} (data in {server.data_dir})", flush=True)
+    server.start()
+    stop = threading.Event()
+    try:
+        migrate.prepare_local(server.url)
+        seed.seed(server.url)
+        path = devenv.write_dev_env(env)
+        os.environ.update(env)
+        from nexus.gateway import Gateway
+
+        gateway = Gateway()
+        for name, why in gateway.missing.items():
+            print(f"  (not served yet: {name}: {why})")
+        _start_timers(stop)
+        print(
+            f"\nNomadNexus functions at {env['FUNCTIONS_URL']}/<name>: {', '.join(sorted(gateway.apps))}\n"
+            f"Settings for clients: {path}\n"
+            f"Get a token:  TOKEN=$(.venv/bin/nexus token --rank scout)\n"
+            f"Try it:       curl -X POST {env['FUNCTIONS_URL']}/livekit-token -H \"Authorization: Bearer $TOKEN\" "
+            f"-H 'Content-Type: application/json' -d '{{\"roomName\":\"test-room\",\"participantName\":\"Scout1\"}}'\n",
+            flush=True,
+        )
+        uvicorn.run(gateway, host="127.0.0.1", port=args.port, log_level="info", lifespan="off")
+    finally:
+        stop.set()
+        server.stop()
+    return 0
+
+
+def cmd_db(argv: list[str]) -> int:
+    try:
+        from nexus.dbtools import main as db_main
+    except ImportError:
+        if argv[:1] == ["migrate"]:
+            from nexus import migrate
+
+            url = os.environ.get("DATABASE_URL")
+            if not url:
+                print("DATABASE_URL is not set", file=sys.stderr)
+                return 2
+            migrate.migrate(url)
+            return 0
+        print("nexus db: only `migrate` is available in this checkout", file=sys.stderr)
+        return 2
+    return db_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["db"]:
+        return cmd_db(argv[1:])
+    parser = argparse.ArgumentParser(prog="nexus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_dev = sub.add_parser("dev", help="run the local stack")
+    p_dev.add_argument("--port", type=int, default=int(os.environ.get("NEXUS_GATEWAY_PORT", 8787)))
+    p_dev.add_argument("--pg-port", type=int, default=int(os.environ.get("NEXUS_PG_PORT", 54329)))
+    p_dev.set_defaults(func=cmd_dev)
+    p_tok = sub.add_parser("token", help="print a demo member's access token")
+    who = p_tok.add_mutually_exclusive_group(required=True)
+    who.add_argument("--rank", choices=["vagrant", "scout", "voyager", "founder", "pioneer"])
+    who.add_argument("--user", help="another demo member: medic, rescuer, guide, brigged")
+    p_tok.add_argument("--ttl", type=int, default=3600)
+    p_tok.set_defaults(func=cmd_token)
+    sub.add_parser("db", help="migrate | verify | smoke | lint")
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
