@@ -1,0 +1,302 @@
+"""Sending one Web Push message: VAPID (RFC 8292), aes128gcm (RFC 8291), RFC 8030 headers.
+
+The predecessor looped over `webpush()`, which opens a new connection and
+signs a new VAPID JWT for every message and has no timeout. Here:
+
+- one pooled `requests.Session` per container (keep-alive per push service),
+  connect and read timeouts on every request, no proxies from the environment;
+- the VAPID `Authorization` header cached per push-service origin: the JWT
+  lives 12 h (services refuse more than 24 h) and is renewed once half of that
+  has passed, so a header in use always has hours left whatever the clocks;
+- `TTL`, `Urgency` and a `Topic` (the notification id) so a resend of the
+  same notification replaces, rather than duplicates, what the device shows;
+- the plaintext payload kept at most 3 KB;
+- outside dev mode, a connection to a non-public address is refused at the
+  socket, whatever DNS said when the member subscribed.
+
+pywebpush's `WebPusher` does the encryption and the POST over our session.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from py_vapid import Vapid
+from py_vapid.utils import b64urlencode
+from pywebpush import WebPusher, WebPushException
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from shared.config import ConfigError
+from shared.push_subscriptions import is_public_address
+
+MAX_PAYLOAD_BYTES = 3072
+VAPID_LIFETIME_SECONDS = 12 * 3600
+VAPID_RENEW_AFTER_SECONDS = VAPID_LIFETIME_SECONDS // 2
+
+Outcome = Literal["sent", "gone", "retry", "failed"]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    endpoint: str
+    p256dh: str
+    auth: str
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    payload: bytes
+    ttl: int
+    urgency: str
+    topic: str
+
+
+@dataclass(frozen=True)
+class PushResult:
+    outcome: Outcome
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+# --- what we send ----------------------------------------------------------
+
+def build_payload(notification: dict[str, Any]) -> bytes:
+    """The JSON the service worker receives, at most MAX_PAYLOAD_BYTES.
+
+    Too long: the message is shortened, then the title; a producer payload
+    so big it leaves no room for the text is dropped (the app can fetch the
+    notification by id). `truncated` tells the service worker.
+    """
+    doc: dict[str, Any] = {
+        "id": notification["id"],
+        "type": notification["type"],
+        "title": notification["title"],
+        "body": notification.get("message") or "",
+        "data": notification.get("payload") or {},
+        "createdAt": notification.get("createdAt"),
+    }
+    raw = _dump(doc)
+    if len(raw) <= MAX_PAYLOAD_BYTES:
+        return raw
+    doc["truncated"] = True
+    if len(_dump({**doc, "title": "", "body": ""})) > MAX_PAYLOAD_BYTES - 512:
+        doc["data"] = {}
+    for field in ("body", "title"):
+        raw = _dump(doc)
+        while len(raw) > MAX_PAYLOAD_BYTES and doc[field]:
+            # dropping `excess` characters drops at least `excess` bytes
+            doc[field] = doc[field][: max(0, len(doc[field]) - (len(raw) - MAX_PAYLOAD_BYTES))]
+            raw = _dump(doc)
+    return raw
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def topic_for(notification_id: str) -> str:
+    # RFC 8030 §5.4: at most 32 characters of the URL-safe base64 alphabet;
+    # a UUID's hex digits are exactly 32.
+    return notification_id.replace("-", "")[:32]
+
+
+# --- outcome of an HTTP answer ----------------------------------------------
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify(status: int, retry_after: str | None, reason: str) -> PushResult:
+    if status in (200, 201, 202):
+        return PushResult("sent", status)
+    if status in (404, 410):
+        return PushResult("gone", status, f"{status} {reason}".strip())
+    if status == 429 or status >= 500 or status == 408:
+        return PushResult("retry", status, f"{status} {reason}".strip(), parse_retry_after(retry_after))
+    return PushResult("failed", status, f"{status} {reason}".strip())
+
+
+def retry_delay(attempts: int, retry_after: float | None, base: float, cap: float,
+                jitter: Callable[[], float] | None = None) -> float:
+    """Exponential backoff from `base`, capped, never sooner than Retry-After."""
+    backoff = min(cap, base * (2 ** max(0, attempts - 1)))
+    if jitter is not None:
+        backoff *= 0.5 + 0.5 * jitter()  # spread retries of one burst apart
+    return max(backoff, min(retry_after, cap) if retry_after is not None else 0.0)
+
+
+# --- VAPID -----------------------------------------------------------------
+
+def push_service_origin(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = {"https": 443, "http": 80}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def load_vapid_key(private_key: str, expected_public_key: str | None = None) -> Vapid:
+    """The VAPID key from VAPID_PRIVATE_KEY: raw base64url (what `web-push
+    generate-vapid-keys` prints), base64 DER, or PEM. If the public key the
+    browsers subscribed with is configured, it must belong to this key."""
+    try:
+        if "-----BEGIN" in private_key:
+            key = Vapid.from_pem(private_key.strip().encode())
+        else:
+            key = Vapid.from_string(private_key.strip())
+    except Exception:
+        raise ConfigError("Invalid configuration: VAPID_PRIVATE_KEY") from None
+    if expected_public_key:
+        from cryptography.hazmat.primitives import serialization
+
+        ours = b64urlencode(key.public_key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+        if ours != expected_public_key.strip().rstrip("="):
+            raise ConfigError("Invalid configuration: NEXT_PUBLIC_VAPID_PUBLIC_KEY does not match VAPID_PRIVATE_KEY")
+    return key
+
+
+class VapidHeaderCache:
+    """`Authorization: vapid t=<JWT>,k=<public key>` per push-service origin."""
+
+    def __init__(self, key: Vapid, subject: str, *, clock: Callable[[], float] = time.time):
+        self.key = key
+        self.subject = subject
+        self.clock = clock
+        self._headers: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def header(self, endpoint: str) -> str:
+        origin = push_service_origin(endpoint)
+        now = self.clock()
+        cached = self._headers.get(origin)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        with self._lock:
+            cached = self._headers.get(origin)
+            if cached is not None and now < cached[1]:
+                return cached[0]
+            claims = {"aud": origin, "exp": int(now) + VAPID_LIFETIME_SECONDS, "sub": self.subject}
+            value = self.key.sign(claims)["Authorization"]
+            self._headers[origin] = (value, now + VAPID_RENEW_AFTER_SECONDS)
+            return value
+
+
+# --- transport -------------------------------------------------------------
+
+class BlockedAddress(urllib3.exceptions.NewConnectionError):
+    """The push endpoint resolved to an address our servers must not reach."""
+
+
+def _checked(conn: Any, sock: Any) -> Any:
+    try:
+        address = ipaddress.ip_address(sock.getpeername()[0].split("%", 1)[0])
+    except (OSError, ValueError):
+        sock.close()
+        raise BlockedAddress(conn, "could not determine the peer address") from None
+    if not is_public_address(address):
+        sock.close()
+        raise BlockedAddress(conn, f"refusing to connect to non-public address {address}")
+    return sock
+
+
+class _PublicHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> Any:
+        return _checked(self, super()._new_conn())
+
+
+class _PublicHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> Any:
+        return _checked(self, super()._new_conn())
+
+
+class _PublicHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _PublicHTTPConnection
+
+
+class _PublicHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _PublicHTTPSConnection
+
+
+class _PublicOnlyAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _PublicHTTPConnectionPool, "https": _PublicHTTPSConnectionPool}
+
+
+def make_session(pool_size: int, *, public_only: bool) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxy or netrc from the environment
+    adapter_cls = _PublicOnlyAdapter if public_only else HTTPAdapter
+    # pool_connections: how many push services keep a pool; pool_maxsize:
+    # keep-alive connections per service, one per sending thread.
+    adapter = adapter_cls(pool_connections=32, pool_maxsize=pool_size, max_retries=0, pool_block=False)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+class PushSender:
+    """Thread-safe: one per container, shared by the sending threads."""
+
+    def __init__(self, vapid: VapidHeaderCache, session: requests.Session, *,
+                 connect_timeout: float, read_timeout: float):
+        self.vapid = vapid
+        self.session = session
+        self.timeout = (connect_timeout, read_timeout)
+
+    def send(self, subscription: Subscription, message: PushMessage,
+             timeout: tuple[float, float] | None = None) -> PushResult:
+        if len(message.payload) > MAX_PAYLOAD_BYTES:
+            return PushResult("failed", None, "payload larger than 3 KB")
+        headers = {
+            "Authorization": self.vapid.header(subscription.endpoint),
+            "Urgency": message.urgency,
+            "Topic": message.topic,
+        }
+        info = {"endpoint": subscription.endpoint, "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
+        try:
+            response = WebPusher(info, requests_session=self.session).send(
+                message.payload, headers, ttl=message.ttl, content_encoding="aes128gcm",
+                timeout=timeout or self.timeout)
+        except requests.Timeout:
+            return PushResult("retry", None, "timeout")
+        except requests.ConnectionError as e:
+            reason = getattr(e.args[0], "reason", None) if e.args else None
+            if isinstance(reason, BlockedAddress):
+                return PushResult("failed", None, "endpoint resolves to a non-public address")
+            return PushResult("retry", None, "connection failed")
+        except requests.RequestException as e:
+            return PushResult("retry", None, f"request failed: {type(e).__name__}")
+        except (WebPushException, ValueError, TypeError) as e:
+            # Keys that pass validation but cannot be used; retrying will not help.
+            return PushResult("failed", None, f"cannot encrypt for this subscription: {type(e).__name__}")
+        return classify(response.status_code, response.headers.get("Retry-After"), response.reason or "")
