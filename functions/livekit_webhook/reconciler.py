@@ -1,0 +1,71 @@
+"""Stale-presence reconciler (scheduled): asks LiveKit who is really there.
+
+For each room with open presence older than PRESENCE_RECONCILE_AFTER_SECONDS
+(or a room row never finished), LiveKit's RoomService lists the participants:
+- sids LiveKit does not list are closed (left_reason absent_in_livekit);
+- a room LiveKit does not know is closed entirely and its livekit_rooms row
+  finished (room_not_found);
+- if LiveKit gives no answer (down, timeout, refused key), nothing is closed
+  except sessions older than PRESENCE_MAX_AGE_SECONDS (max_age_exceeded).
+Only sessions that joined before LiveKit was asked are judged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+from shared import db
+from shared.config import get_settings
+from shared.livekit_rooms import LiveKitError, RoomNotFound, RoomServiceClient
+
+log = logging.getLogger("nexus.livekit_webhook.reconciler")
+
+
+def run(rooms: RoomServiceClient | None = None) -> dict[str, Any]:
+    settings = get_settings().require("database", "livekit")
+    stale = db.call("livekit_presence_stale_rooms", p_older_than_seconds=settings.PRESENCE_RECONCILE_AFTER_SECONDS)
+    summary = {"rooms": len(stale), "closed": 0, "roomsFinished": 0, "unanswered": 0}
+    if not stale:
+        return summary
+    rooms = rooms or RoomServiceClient.from_settings()
+    names = [r["room"] for r in stale]
+    checked_at = datetime.now(timezone.utc).isoformat()
+    answers = rooms.participants_by_room(names)
+    failure: LiveKitError | None = None
+    for room in names:
+        answer = answers[room]
+        if isinstance(answer, RoomNotFound):
+            result = db.call("livekit_presence_reconcile", p_room=room, p_checked_at=checked_at, p_room_gone=True)
+        elif isinstance(answer, LiveKitError):
+            summary["unanswered"] += 1
+            failure = answer
+            result = db.call("livekit_presence_reconcile", p_room=room, p_checked_at=checked_at,
+                             p_max_age_seconds=settings.PRESENCE_MAX_AGE_SECONDS)
+        else:
+            result = db.call("livekit_presence_reconcile", p_room=room, p_checked_at=checked_at,
+                             p_present_sids=[p.sid for p in answer])
+        summary["closed"] += result["closed"]
+        summary["roomsFinished"] += int(bool(result["roomFinished"]))
+    if failure is not None:
+        log.error("LiveKit gave no answer for some rooms; only over-age presence was closed",
+                  extra={"count": summary["unanswered"], "reason": str(failure)})
+    return summary
+
+
+def handler(event: dict, context: Any) -> dict[str, Any]:
+    """Lambda entry point for the schedule."""
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        from shared.observability import configure_logging
+
+        configure_logging()
+    summary = run()
+    log.info("presence reconciled", extra={"function": "livekit-presence-reconciler", "count": summary["closed"],
+                                           "outcome": "ok"})
+    return summary
+
+
+if __name__ == "__main__":  # python -m functions.livekit_webhook.reconciler
+    print(run())

@@ -1,0 +1,189 @@
+"""LiveKit's RoomService for scheduled jobs, behind a small synchronous facade.
+
+Used by the stale-presence reconciler (`list_participants`, `list_rooms`) and
+by the academy's sim-pod expiry (`delete_room`). Built on livekit-api's
+`LiveKitAPI`, imported lazily inside the calls: it pulls in aiohttp and the
+protobuf stack, which no HTTP function should pay for at import time.
+
+    rooms = RoomServiceClient.from_settings()      # LIVEKIT_URL/_API_KEY/_API_SECRET
+    rooms.list_participants("net-alpha")           # [Participant(sid, identity, ...)]
+    rooms.delete_room("sim-pod-123")               # True if deleted, False if already gone
+
+Every outcome maps onto something a caller can act on:
+- a value: LiveKit answered;
+- `RoomNotFound`: LiveKit answered that the room does not exist (Twirp `not_found`);
+- `LiveKitUnavailable`: no trustworthy answer (refused connection, timeout, 5xx,
+  or a 4xx such as a wrong key pair); act as if nothing is known. `.status` and
+  `.code` say which (status 0 for transport failures).
+
+Each call runs on its own short-lived event loop and HTTP session, so the
+facade is safe from any synchronous code (Lambda handlers, threads). Tests
+point `url` at tests/peers/livekit_twirp.py, a loopback fake of the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+
+
+class LiveKitError(Exception):
+    """Base of the RoomService outcomes that are not a value."""
+
+
+class RoomNotFound(LiveKitError):
+    def __init__(self, room: str):
+        super().__init__(f"LiveKit has no room named {room!r}")
+        self.room = room
+
+
+class LiveKitUnavailable(LiveKitError):
+    def __init__(self, message: str, *, status: int = 0, code: str = "unavailable"):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Participant:
+    sid: str
+    identity: str
+    name: str = ""
+    state: str = ""
+    joined_at: int = 0  # epoch seconds, as LiveKit reports it
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    sid: str
+    name: str
+    num_participants: int = 0
+    creation_time: int = 0
+
+
+class RoomServiceClient:
+    """Synchronous RoomService calls with one key pair against one LiveKit URL."""
+
+    def __init__(self, url: str, api_key: str, api_secret: str, *, timeout: float = 5.0):
+        if not (url and api_key and api_secret):
+            raise ValueError("url, api_key and api_secret are required")
+        self.url = url
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls) -> "RoomServiceClient":
+        from shared.config import get_settings
+
+        s = get_settings().require("livekit")
+        assert s.LIVEKIT_URL and s.LIVEKIT_API_KEY and s.LIVEKIT_API_SECRET
+        return cls(s.LIVEKIT_URL, s.LIVEKIT_API_KEY, s.LIVEKIT_API_SECRET.get_secret_value(),
+                   timeout=s.LIVEKIT_API_TIMEOUT_SECONDS)
+
+    # -- public, synchronous -------------------------------------------------
+
+    def list_participants(self, room: str) -> list[Participant]:
+        """Participants LiveKit has in `room` now. Raises RoomNotFound / LiveKitUnavailable."""
+        return self._run(lambda lk: self._participants(lk, room))
+
+    def participants_by_room(self, rooms: Iterable[str], concurrency: int = 8) -> dict[str, list[Participant] | LiveKitError]:
+        """`list_participants` for many rooms on one session; per room a list or the error."""
+        names = list(dict.fromkeys(rooms))
+
+        async def all_rooms(lk: Any) -> dict[str, list[Participant] | LiveKitError]:
+            gate = asyncio.Semaphore(max(1, concurrency))
+
+            async def one(room: str) -> list[Participant] | LiveKitError:
+                async with gate:
+                    try:
+                        return await self._participants(lk, room)
+                    except LiveKitError as e:
+                        return e
+
+            results = await asyncio.gather(*(one(r) for r in names))
+            return dict(zip(names, results))
+
+        return self._run(all_rooms)
+
+    def list_rooms(self, names: Iterable[str] | None = None) -> list[RoomInfo]:
+        """Active rooms (optionally only those named). Raises LiveKitUnavailable."""
+        from livekit.protocol.room import ListRoomsRequest
+
+        async def call(lk: Any) -> list[RoomInfo]:
+            resp = await self._guard(lk.room.list_rooms(ListRoomsRequest(names=list(names or []))), None)
+            return [RoomInfo(r.sid, r.name, r.num_participants, r.creation_time) for r in resp.rooms]
+
+        return self._run(call)
+
+    def delete_room(self, room: str) -> bool:
+        """Delete `room`, disconnecting everyone. Idempotent: False if it was already gone."""
+        from livekit.protocol.room import DeleteRoomRequest
+
+        async def call(lk: Any) -> bool:
+            try:
+                await self._guard(lk.room.delete_room(DeleteRoomRequest(room=room)), room)
+            except RoomNotFound:
+                return False
+            return True
+
+        return self._run(call)
+
+    # -- plumbing --------------------------------------------------------------
+
+    async def _participants(self, lk: Any, room: str) -> list[Participant]:
+        from livekit.protocol.models import ParticipantInfo
+        from livekit.protocol.room import ListParticipantsRequest
+
+        resp = await self._guard(lk.room.list_participants(ListParticipantsRequest(room=room)), room)
+        return [
+            Participant(p.sid, p.identity, p.name, ParticipantInfo.State.Name(p.state), p.joined_at)
+            for p in resp.participants
+        ]
+
+    async def _guard(self, call: Awaitable[T], room: str | None) -> T:
+        """Map livekit-api / aiohttp failures onto RoomNotFound and LiveKitUnavailable."""
+        import aiohttp
+        from livekit.api import TwirpError
+
+        try:
+            # livekit-api passes timeout=None per request, which overrides the
+            # session's ClientTimeout in aiohttp, so the deadline is enforced here.
+            return await asyncio.wait_for(call, self.timeout)
+        except TwirpError as e:
+            if e.code == "not_found" and room is not None:
+                raise RoomNotFound(room) from None
+            raise LiveKitUnavailable(f"LiveKit answered {e.status} {e.code}", status=e.status, code=e.code) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise LiveKitUnavailable(f"LiveKit unreachable: {type(e).__name__}") from None
+
+    def _run(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        async def main() -> T:
+            import aiohttp
+            from livekit import api
+
+            # failover=False: region failover only applies to LiveKit Cloud and
+            # would add backoff sleeps to a scheduled job's time budget.
+            lk = api.LiveKitAPI(self.url, self.api_key, self.api_secret,
+                                timeout=aiohttp.ClientTimeout(total=self.timeout), failover=False)
+            try:
+                return await work(lk)
+            finally:
+                await lk.aclose()
+
+        return asyncio.run(main())
+
+
+def list_participants(room: str) -> list[Participant]:
+    return RoomServiceClient.from_settings().list_participants(room)
+
+
+def list_rooms(names: Iterable[str] | None = None) -> list[RoomInfo]:
+    return RoomServiceClient.from_settings().list_rooms(names)
+
+
+def delete_room(room: str) -> bool:
+    return RoomServiceClient.from_settings().delete_room(room)
