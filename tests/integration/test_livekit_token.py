@@ -127,3 +127,60 @@ def test_token_ttl_is_configurable(client, sql, env):
     import jwt as pyjwt
     claims = pyjwt.decode(reply.json["token"], options={"verify_signature": False})
     assert claims["exp"] - claims["nbf"] == 120
+
+
+# --- bridged nets -----------------------------------------------------------
+
+def _bridge(sql, a: str, b: str) -> None:
+    sql.execute("INSERT INTO public.voice_net_bridges (source_net_id, target_net_id) "
+                "SELECT x.id, y.id FROM public.voice_nets x, public.voice_nets y WHERE x.code = %s AND y.code = %s",
+                (a, b))
+
+
+# Given net A bridged to B (voyager+, talk founder+) and to C (pioneer only),
+# when members of each rank ask for A, then each answer carries a token for
+# exactly the bridged nets they may join, under that net's own thresholds.
+@pytest.mark.parametrize("rank,expected", [
+    ("scout", {}),
+    ("voyager", {"b": {"canJoin": True, "canSubscribe": True, "canPublish": False, "canPublishData": False}}),
+    ("founder", {"b": {"canJoin": True, "canSubscribe": True, "canPublish": True, "canPublishData": True}}),
+    ("pioneer", {"b": {"canJoin": True, "canSubscribe": True, "canPublish": True, "canPublishData": True},
+                 "c": {"canJoin": True, "canSubscribe": True, "canPublish": True, "canPublishData": True}}),
+])
+def test_answer_carries_a_token_per_joinable_bridged_net(client, sql, rank, expected):
+    a = sql.net("vagrant", "vagrant", "scout")
+    nets = {"b": sql.net("voyager", "voyager", "founder"), "c": sql.net("pioneer", "pioneer", "pioneer")}
+    _bridge(sql, a, nets["b"])
+    _bridge(sql, nets["c"], a)  # a bridge works whichever way round it was made
+    member = sql.member(rank)
+
+    reply = client.post({"roomName": a}, member.auth())
+    assert reply.status == 200, reply
+    bridges = {b["roomName"]: b for b in reply.json["bridges"]}
+    assert set(bridges) == {nets[k] for k in expected}
+    for key, grants in expected.items():
+        item = bridges[nets[key]]
+        assert set(item) == {"netId", "roomName", "token", "grants"}
+        assert item["netId"] == str(sql.one("SELECT id FROM public.voice_nets WHERE code = %s", (nets[key],)))
+        assert item["grants"] == grants
+        claims = verify_livekit(item["token"])
+        assert claims.identity == member.id and claims.video.room == nets[key]
+        assert claims.video.can_publish is grants["canPublish"]
+        assert claims.video.can_subscribe is grants["canSubscribe"]
+
+
+def test_bridges_are_direct_only_and_follow_unlink(client, sql):
+    a, b, c = sql.net(), sql.net(), sql.net()
+    _bridge(sql, a, b)
+    _bridge(sql, b, c)
+    member = sql.member("pioneer")
+    assert [x["roomName"] for x in client.post({"roomName": a}, member.auth()).json["bridges"]] == [b]
+    assert sorted(x["roomName"] for x in client.post({"roomName": b}, member.auth()).json["bridges"]) == sorted([a, c])
+    sql.execute("DELETE FROM public.voice_net_bridges WHERE source_net_id = (SELECT id FROM public.voice_nets "
+                "WHERE code = %s)", (a,))
+    assert client.post({"roomName": a}, member.auth()).json["bridges"] == []
+
+
+def test_a_net_without_bridges_answers_an_empty_list(client, sql):
+    reply = client.post({"roomName": sql.net()}, sql.member("scout").auth())
+    assert reply.json["bridges"] == []

@@ -1,0 +1,264 @@
+"""Sim-pod expiry against a loopback fake of LiveKit's Twirp RoomService.
+
+The expiry job acts on every due pod and lapsed request in its database, so
+this module runs on a database of its own in the session's cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import uuid
+
+import pytest
+from livekit import api
+
+from tests import support
+from tests.peers.livekit_twirp import LiveKitTwirpFake
+from tests.support import Client
+
+
+@pytest.fixture(scope="module")
+def own_database(pg):
+    from nexus.migrate import prepare_local
+
+    name = f"nexus_simpod_{uuid.uuid4().hex[:8]}"
+    url = pg.create_database(name)
+    prepare_local(url, log=lambda *_: None)
+    yield url
+    pg.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def db(own_database):
+    d = support.Db(own_database)
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def livekit():
+    with LiveKitTwirpFake(support.LIVEKIT_KEY, support.LIVEKIT_SECRET, lifetime=60) as fake:
+        yield fake
+
+
+@pytest.fixture
+def setup(env, own_database, db, livekit):
+    """Functions pointed at this module's database and at the fake LiveKit, with no earlier test's work left due."""
+    from shared import config
+    from shared import db as shared_db
+
+    db.execute("UPDATE public.sim_pods SET ended_at = now(), end_reason = 'CANCELLED' WHERE ended_at IS NULL")
+    db.execute("UPDATE public.instruction_requests SET status = 'CANCELLED', closed_at = now() "
+               "WHERE status IN ('PENDING', 'ACCEPTED')")
+
+    env.setenv("DATABASE_URL", own_database)
+    env.setenv("LIVEKIT_URL", livekit.url)
+    config.get_settings.cache_clear()
+    shared_db.set_database(None)
+    yield env
+    shared_db.set_database(None)
+
+
+def refresh_settings() -> None:
+    from shared import config
+
+    config.get_settings.cache_clear()
+
+
+def run_expiry() -> dict:
+    from functions.academy import expiry
+
+    return expiry.run()
+
+
+def open_pod(db) -> dict:
+    """A live pod opened through the real endpoints, with both members on LiveKit and in presence."""
+    from functions.academy.accept import app as accept_app
+    from functions.academy.request import app as request_app
+
+    skill = str(db.one("INSERT INTO public.skills (name) VALUES (%s) RETURNING id", (f"Exp {uuid.uuid4().hex[:8]}",)))
+    cadet, guide = db.member("scout"), db.member("voyager")
+    db.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (guide.id, skill))
+    rid = Client(request_app).post({"skillId": skill}, cadet.auth()).json["requestId"]
+    reply = Client(accept_app).post({"requestId": rid}, guide.auth())
+    assert reply.status == 200, reply
+    pod = {"id": reply.json["simPodId"], "room": reply.json["roomName"], "request": rid, "cadet": cadet,
+           "guide": guide}
+    for member in (cadet, guide):
+        db.execute("INSERT INTO public.voice_presence (room_name, participant_identity, participant_sid, user_id, "
+                   "joined_at, last_event_at) VALUES (%s, %s, %s, %s, now() - interval '5 minutes', now())",
+                   (pod["room"], member.id, f"PA_{uuid.uuid4().hex[:10]}", member.id))
+    return pod
+
+
+def expire(db, pod: dict) -> None:
+    db.execute("UPDATE public.sim_pods SET created_at = now() - interval '3 hours', "
+               "expires_at = now() - interval '1 minute' WHERE id = %s", (pod["id"],))
+
+
+def state(db, pod: dict) -> dict:
+    ended_at, reason = db.execute("SELECT ended_at, end_reason FROM public.sim_pods WHERE id = %s", (pod["id"],))[0]
+    return {
+        "ended": ended_at is not None,
+        "reason": reason,
+        "request": db.one("SELECT status FROM public.instruction_requests WHERE id = %s", (pod["request"],)),
+        "open_presence": db.one("SELECT count(*) FROM public.voice_presence WHERE room_name = %s AND left_at IS NULL",
+                                (pod["room"],)),
+    }
+
+
+LIVE = {"ended": False, "reason": None, "request": "ACCEPTED", "open_presence": 2}
+
+
+# Given an expired pod whose room is live on LiveKit and a pod still running,
+# when the schedule runs, then the expired pod's room is deleted with a token
+# granting roomCreate, the pod ends, presence closes and the request completes;
+# the running pod is untouched.
+def test_expired_pod_is_ended_after_its_room_is_deleted(setup, db, livekit):
+    due, running = open_pod(db), open_pod(db)
+    expire(db, due)
+    for pod in (due, running):
+        livekit.add_participant(pod["room"], pod["cadet"].id)
+        livekit.add_participant(pod["room"], pod["guide"].id)
+
+    summary = run_expiry()
+
+    assert summary["podsEnded"] == 1 and summary["podsDeferred"] == 0
+    [call] = livekit.calls_to("DeleteRoom")
+    assert call.room == due["room"] and call.status == 200 and call.grants.get("roomCreate") is True
+    assert due["room"] not in livekit.rooms and running["room"] in livekit.rooms
+    assert state(db, due) == {"ended": True, "reason": "EXPIRED", "request": "COMPLETED", "open_presence": 0}
+    assert db.one("SELECT DISTINCT left_reason FROM public.voice_presence WHERE room_name = %s",
+                  (due["room"],)) == "sim_pod_expired"
+    assert state(db, running) == LIVE
+
+    from functions.livekit_token.app import app as token_app
+
+    reply = Client(token_app).post({"roomName": due["room"]}, due["cadet"].auth())
+    assert reply.status == 403
+
+    # a second run finds nothing due and calls LiveKit no more
+    assert run_expiry()["podsDue"] == 0
+    assert len(livekit.calls_to("DeleteRoom")) == 1
+
+
+# Given LiveKit unreachable (refusing connections, or answering 503), when the
+# schedule runs, then nothing is marked ended; once LiveKit is back the next run finishes it.
+@pytest.mark.parametrize("outage", ["refuse", "503"])
+def test_with_livekit_down_the_pod_stays_due_until_the_next_run(setup, db, livekit, outage):
+    pod = open_pod(db)
+    expire(db, pod)
+    livekit.add_participant(pod["room"], pod["cadet"].id)
+    livekit.set_down(outage)
+
+    summary = run_expiry()
+    assert summary["podsEnded"] == 0 and summary["podsDeferred"] == 1
+    assert state(db, pod) == LIVE
+
+    livekit.set_down(None)
+    assert run_expiry()["podsEnded"] == 1
+    assert pod["room"] not in livekit.rooms
+    assert state(db, pod) == {"ended": True, "reason": "EXPIRED", "request": "COMPLETED", "open_presence": 0}
+
+
+def test_a_key_pair_livekit_refuses_ends_nothing(setup, db, livekit):
+    pod = open_pod(db)
+    expire(db, pod)
+    livekit.add_room(pod["room"])
+    setup.setenv("LIVEKIT_API_SECRET", "a-secret-livekit-does-not-know-0123456789abcdef")
+    refresh_settings()
+
+    assert run_expiry()["podsDeferred"] == 1
+    assert [c.status for c in livekit.calls_to("DeleteRoom")] == [401]
+    assert state(db, pod) == LIVE
+    assert pod["room"] in livekit.rooms
+
+
+def test_a_room_livekit_no_longer_has_still_ends_the_pod(setup, db, livekit):
+    pod = open_pod(db)
+    expire(db, pod)  # nobody ever joined on LiveKit: the room does not exist there
+
+    assert run_expiry()["podsEnded"] == 1
+    assert [c.status for c in livekit.calls_to("DeleteRoom")] == [404]
+    assert state(db, pod)["ended"] is True
+
+
+def test_pending_requests_expire_after_the_configured_age(setup, db, livekit):
+    setup.setenv("ACADEMY_REQUEST_MAX_AGE_SECONDS", "3600")
+    refresh_settings()
+    from functions.academy.request import app as request_app
+
+    skill = str(db.one("INSERT INTO public.skills (name) VALUES (%s) RETURNING id", (f"Age {uuid.uuid4().hex[:8]}",)))
+    old, fresh = db.member("scout"), db.member("scout")
+    old_id = Client(request_app).post({"skillId": skill}, old.auth()).json["requestId"]
+    fresh_id = Client(request_app).post({"skillId": skill}, fresh.auth()).json["requestId"]
+    db.execute("UPDATE public.instruction_requests SET created_at = now() - interval '61 minutes' WHERE id = %s",
+               (old_id,))
+
+    summary = run_expiry()
+    assert summary["requestsExpired"] == 1
+    assert db.one("SELECT status FROM public.instruction_requests WHERE id = %s", (old_id,)) == "EXPIRED"
+    assert db.one("SELECT status FROM public.instruction_requests WHERE id = %s", (fresh_id,)) == "PENDING"
+    assert livekit.calls == []  # nothing due: LiveKit is not asked
+
+
+# --- LiveKit closes a pod's room early ------------------------------------------
+
+def webhook(event: dict) -> int:
+    from functions.livekit_webhook.app import app as hook_app
+
+    body = json.dumps(event, separators=(",", ":")).encode()
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    signature = api.AccessToken(support.LIVEKIT_KEY, support.LIVEKIT_SECRET).with_sha256(digest).to_jwt()
+    reply = Client(hook_app).post(raw=body, headers={"content-type": "application/webhook+json",
+                                                     "authorization": signature})
+    return reply.status
+
+
+def room_event(kind: str, room: str, sid: str) -> dict:
+    now = int(time.time())
+    return {"event": kind, "id": f"EV_{uuid.uuid4().hex[:16]}", "createdAt": str(now),
+            "room": {"sid": sid, "name": room, "creationTime": str(now - 60)}}
+
+
+# Given a live pod, when LiveKit reports room_finished for its room (after or
+# without a room_started), then the pod ends early and its members are refused tokens.
+@pytest.mark.parametrize("started_first", [True, False])
+def test_room_finished_webhook_ends_the_pod_early(setup, db, livekit, started_first):
+    pod = open_pod(db)
+    sid = f"RM_{uuid.uuid4().hex[:12]}"
+    if started_first:
+        assert webhook(room_event("room_started", pod["room"], sid)) == 200
+        assert state(db, pod) == LIVE
+    assert webhook(room_event("room_finished", pod["room"], sid)) == 200
+
+    after = state(db, pod)
+    assert after["ended"] and after["reason"] == "ROOM_FINISHED" and after["request"] == "COMPLETED"
+    assert after["open_presence"] == 0
+
+    from functions.livekit_token.app import app as token_app
+
+    assert Client(token_app).post({"roomName": pod["room"]}, pod["guide"].auth()).status == 403
+    expire(db, pod)
+    assert run_expiry()["podsDue"] == 0
+    assert livekit.calls_to("DeleteRoom") == []
+
+
+def test_room_finished_for_a_voice_net_touches_no_pod(setup, db, livekit):
+    pod = open_pod(db)
+    net = db.net()
+    assert webhook(room_event("room_finished", net, "RM_net")) == 200
+    assert state(db, pod) == LIVE
+
+
+def test_the_scheduled_entry_point_runs_one_pass(setup, db, livekit):
+    from functions.academy.expiry import handler
+
+    pod = open_pod(db)
+    expire(db, pod)
+    summary = handler({"source": "aws.scheduler"}, None)
+    assert summary == {"requestsExpired": 0, "podsDue": 1, "podsEnded": 1, "podsDeferred": 0}
+    assert state(db, pod)["ended"] is True
