@@ -83,43 +83,76 @@ def applied(conn) -> dict[str, str | None]:
     return {v: c for v, c in rows}
 
 
+@dataclass
+class Plan:
+    """How a database stands against the migrations folder."""
+
+    pending: list[Migration]
+    edited: list[Migration]  # applied, but the file changed since
+    adopted: list[Migration]  # applied by another tool; checksum recorded now
+    unknown: list[str]  # applied versions with no file here
+
+    def refusal(self) -> str | None:
+        if not self.edited:
+            return None
+        names = ", ".join(m.path.name for m in self.edited)
+        return (f"refusing to migrate: {names} changed after being applied "
+                "(add a new migration instead of editing an applied one)")
+
+
+def plan(conn, directory: Path = MIGRATIONS_DIR) -> Plan:
+    migrations = discover(directory)
+    have = applied(conn)
+    shipped = {m.version for m in migrations}
+    return Plan(
+        pending=[m for m in migrations if m.version not in have],
+        edited=[m for m in migrations if have.get(m.version) not in (None, m.checksum)],
+        adopted=[m for m in migrations if m.version in have and have[m.version] is None],
+        unknown=sorted(v for v in have if v not in shipped),
+    )
+
+
 def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
-    """Apply pending migrations; returns the versions applied now."""
+    """Apply pending migrations; returns the versions applied now.
+
+    Every applied file is checked before anything runs, so an edited one
+    stops the run with nothing half-applied.
+    """
     import psycopg
 
-    migrations = discover(directory)
     done: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
         # One runner at a time, whoever else tries to migrate this database.
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute(_BOOKKEEPING)
-            have = applied(conn)
-            for m in migrations:
-                if m.version in have:
-                    recorded = have[m.version]
-                    if recorded is None:
+            p = plan(conn, directory)
+            refusal = p.refusal()
+            if refusal:
+                raise MigrationError(refusal)
+            if p.unknown:
+                log(f"note: applied versions with no file here: {', '.join(p.unknown)}")
+            for m in p.adopted:
+                # Applied by `supabase db push`: trust the file as it is now.
+                conn.execute(
+                    "INSERT INTO supabase_migrations.nexus_checksums (version, checksum) VALUES (%s, %s)",
+                    (m.version, m.checksum),
+                )
+            for m in p.pending:
+                try:
+                    with conn.transaction():
+                        conn.execute(m.sql)
+                        conn.execute(
+                            "INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
+                            "VALUES (%s, %s, ARRAY[%s])",
+                            (m.version, m.name, m.sql),
+                        )
                         conn.execute(
                             "INSERT INTO supabase_migrations.nexus_checksums (version, checksum) VALUES (%s, %s)",
                             (m.version, m.checksum),
                         )
-                    elif recorded != m.checksum:
-                        raise MigrationError(
-                            f"{m.path.name} was changed after it was applied; "
-                            "add a new migration instead of editing an applied one"
-                        )
-                    continue
-                with conn.transaction():
-                    conn.execute(m.sql)
-                    conn.execute(
-                        "INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
-                        "VALUES (%s, %s, ARRAY[%s])",
-                        (m.version, m.name, m.sql),
-                    )
-                    conn.execute(
-                        "INSERT INTO supabase_migrations.nexus_checksums (version, checksum) VALUES (%s, %s)",
-                        (m.version, m.checksum),
-                    )
+                except psycopg.Error as e:
+                    raise MigrationError(f"{m.path.name} failed and was rolled back: {e}") from e
                 log(f"applied {m.path.name}")
                 done.append(m.version)
         finally:

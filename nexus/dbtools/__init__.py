@@ -1,0 +1,169 @@
+"""`nexus db migrate | verify | smoke | lint`: the schema contract, checked.
+
+  migrate  apply pending migrations to DATABASE_URL (refuses edited applied files)
+  verify   replay the migrations into a scratch PostgreSQL and diff it with DATABASE_URL
+  smoke    probe DATABASE_URL inside a rolled-back transaction
+  lint     Supabase's advisor checks (splinter) on our schemas
+
+Each exits 0 when all is well, 1 on a finding or drift, 2 on a usage or
+connection problem. `--url` overrides DATABASE_URL; lint and smoke take
+`--replay` to run on a fresh replay of the migrations instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from nexus.migrate import MIGRATIONS_DIR, MigrationError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _url(args: argparse.Namespace) -> str:
+    url = args.url or os.environ.get("DATABASE_URL")
+    if not url:
+        raise UsageError("set DATABASE_URL (or pass --url) to the database to check")
+    return url
+
+
+@contextmanager
+def _target(args: argparse.Namespace) -> Iterator[str]:
+    """The database a read-only command looks at: --replay, --url or DATABASE_URL."""
+    if getattr(args, "replay", False):
+        from nexus.dbtools import scratch
+
+        with scratch.scratch_server() as server:
+            scratch.replay(server.url, args.dir)
+            print(f"(checking a fresh replay of {args.dir})")
+            yield server.url
+    else:
+        yield _url(args)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from nexus import migrate
+
+    url = _url(args)
+    if args.with_shim:
+        migrate.apply_shim(url)
+    else:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            bare = conn.execute("SELECT to_regrole('service_role') IS NULL OR to_regprocedure('auth.uid()') IS NULL")
+            if bare.fetchone()[0]:
+                raise UsageError("this database lacks what Supabase provides (API roles, auth.uid()); "
+                                 "for a local database pass --with-shim to create them first")
+    applied = migrate.migrate(url, args.dir)
+    print(f"{len(applied)} migration(s) applied; the database is up to date")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from nexus.dbtools.verify import verify
+
+    url = _url(args)
+    differences = verify(url, reference_url=args.reference, directory=args.dir,
+                         bin_path=Path(args.postgres_bin) if args.postgres_bin else None)
+    if not differences:
+        print("verify: the database matches the migrations")
+        return EXIT_OK
+    print(f"verify: {len(differences)} difference(s) between the migrations and the database:")
+    for d in differences:
+        print(f"  {d}")
+    return EXIT_FINDINGS
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from nexus.dbtools import smoke
+
+    with _target(args) as url, psycopg.connect(url, prepare_threshold=None, connect_timeout=10) as conn:
+        probes = smoke.run(conn, call_volatile=args.call_volatile)
+    for p in probes:
+        print(f"  {p}")
+    failed = [p for p in probes if not p.ok]
+    print(f"smoke: {len(probes) - len(failed)} passed, {len(failed)} failed (nothing was changed)")
+    return EXIT_FINDINGS if failed else EXIT_OK
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from nexus.dbtools import lint
+
+    with _target(args) as url, psycopg.connect(url, autocommit=True, prepare_threshold=None,
+                                               connect_timeout=10) as conn:
+        findings = lint.run(conn, tuple(args.schema))
+    for f in findings:
+        print(f"  {f}")
+    print(f"lint: {len(findings)} finding(s) in {', '.join(args.schema)}")
+    return EXIT_FINDINGS if findings else EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    from nexus.dbtools.catalog import OUR_SCHEMAS
+
+    p = argparse.ArgumentParser(prog="nexus db", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--url", help="database URL (default: $DATABASE_URL)")
+        sp.add_argument("--dir", type=Path, default=MIGRATIONS_DIR, help="migrations folder")
+        return sp
+
+    m = common(sub.add_parser("migrate", help="apply pending migrations"))
+    m.add_argument("--with-shim", action="store_true",
+                   help="create the Supabase platform objects first (local databases only)")
+    m.set_defaults(func=cmd_migrate)
+
+    v = common(sub.add_parser("verify", help="diff the database against the replayed migrations"))
+    v.add_argument("--reference", help="compare with this database instead of a fresh replay")
+    v.add_argument("--postgres-bin", help="server binaries to replay with (default: the embedded server)")
+    v.set_defaults(func=cmd_verify)
+
+    s = common(sub.add_parser("smoke", help="probe tables and functions in a rolled-back transaction"))
+    s.add_argument("--replay", action="store_true", help="probe a fresh replay instead of the database")
+    s.add_argument("--call-volatile", action="store_true",
+                   help="also call volatile functions (their effects are rolled back)")
+    s.set_defaults(func=cmd_smoke)
+
+    lt = common(sub.add_parser("lint", help="Supabase advisor checks on our schemas"))
+    lt.add_argument("--replay", action="store_true", help="lint a fresh replay instead of the database")
+    lt.add_argument("--schema", action="append", default=None, help=f"schema to lint (default: {', '.join(OUR_SCHEMAS)})")
+    lt.set_defaults(func=cmd_lint)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    import psycopg
+
+    from nexus.dbtools.catalog import OUR_SCHEMAS
+
+    args = parser().parse_args(argv)
+    if getattr(args, "schema", "absent") is None:
+        args.schema = list(OUR_SCHEMAS)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"nexus db {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except MigrationError as e:
+        print(f"nexus db {args.command}: {e}", file=sys.stderr)
+        return EXIT_FINDINGS
+    except psycopg.OperationalError as e:
+        # The message names host and reason; libpq never includes the password.
+        print(f"nexus db {args.command}: cannot reach the database: {str(e).strip().splitlines()[0]}",
+              file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,221 @@
+"""health: founder+ or the service role key; database, contract, LiveKit and config parts.
+
+Runs against the real database with the real migrations; LiveKit is a
+loopback peer that answers GET / the way a LiveKit server does ("OK").
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests import support
+from tests.peers.loopback import LoopbackServer, QuietHandler
+from tests.support import Client
+
+SERVICE_KEY = "sb_secret_test-service-role-key-0123456789"
+
+
+class _LiveKitRoot(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.reply(200, b"OK", "text/plain")
+
+
+@pytest.fixture(scope="module")
+def livekit_server():
+    server = LoopbackServer()
+    server.handler_class = _LiveKitRoot
+    with server:
+        yield server
+
+
+@pytest.fixture
+def health(env, livekit_server):
+    env.setenv("LIVEKIT_URL", livekit_server.url.replace("http://", "ws://"))
+    env.setenv("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
+    from shared import config
+
+    config.get_settings.cache_clear()
+    from functions.health import app as module
+
+    return module
+
+
+def get(module, token: str | None = None, headers: dict | None = None):
+    hdrs = dict(headers or {})
+    if token is not None:
+        hdrs["authorization"] = f"Bearer {token}"
+    return Client(module.app).request("GET", headers=hdrs)
+
+
+def service_jwt(secret: str = support.JWT_SECRET, **overrides) -> str:
+    now = int(time.time())
+    claims = {"iss": "supabase", "ref": "test", "role": "service_role", "iat": now, "exp": now + 3600, **overrides}
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, secret, algorithm="HS256")
+
+
+# Given a founder, when they ask for health, then every part is reported and healthy
+# where the test environment is complete, and no configured secret appears anywhere.
+def test_founder_gets_every_part(health, sql, base_env):
+    reply = get(health, sql.member("founder").token())
+    assert reply.status == 200, reply
+    body = reply.json
+    assert body["database"]["ok"] is True and body["database"]["latencyMs"] >= 0
+    assert body["database"]["transport"] == "postgres"
+    assert body["contract"]["status"] == "current" and body["contract"]["pending"] == []
+    assert body["contract"]["applied"] == body["contract"]["shipped"] > 0
+    assert body["livekit"] == {"ok": True, "httpStatus": 200, "latencyMs": body["livekit"]["latencyMs"]}
+    # The test environment has no VAPID keys: named, and the report is degraded for it.
+    assert "VAPID_PRIVATE_KEY" in body["config"]["missing"] and body["config"]["ok"] is False
+    assert body["status"] == "degraded"
+    for secret in (support.JWT_SECRET, support.LIVEKIT_SECRET, SERVICE_KEY, base_env["DATABASE_URL"]):
+        assert secret not in reply.raw.decode()
+
+
+def test_complete_configuration_reports_ok(health, sql, env):
+    env.setenv("NEXT_PUBLIC_VAPID_PUBLIC_KEY", "BPublicKey")
+    env.setenv("VAPID_PRIVATE_KEY", "private-vapid-key-value")
+    env.setenv("VAPID_SUBJECT", "mailto:ops@example.test")
+    from shared import config
+
+    config.get_settings.cache_clear()
+    reply = get(health, sql.member("pioneer").token())
+    assert reply.status == 200, reply
+    assert reply.json["status"] == "ok" and reply.json["config"] == {"ok": True, "missing": []}
+    assert "private-vapid-key-value" not in reply.raw.decode()
+
+
+@pytest.mark.parametrize("rank", ["vagrant", "scout", "voyager"])
+def test_below_founder_is_403(health, sql, rank):
+    reply = get(health, sql.member(rank).token())
+    assert reply.status == 403, reply
+    assert reply.json["error"] == "INSUFFICIENT_CLEARANCE"
+    assert "database" not in reply.raw.decode()
+
+
+def test_member_without_profile_is_403(health):
+    import uuid
+
+    reply = get(health, support.sign_user_token(str(uuid.uuid4())))
+    assert reply.status == 403 and reply.json["error"] == "INSUFFICIENT_CLEARANCE"
+
+
+@pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer"}, {"authorization": "Basic abc"},
+                                     {"authorization": "Bearer not-a-token"}])
+def test_missing_or_malformed_token_is_401(health, headers):
+    reply = get(health, headers=headers)
+    assert reply.status == 401, reply
+    assert reply.json["error"] == "UNAUTHORIZED"
+
+
+# The service role key, as the plain key or as a JWT signed with the project secret.
+def test_service_role_key_gets_the_report(health):
+    assert get(health, SERVICE_KEY).status == 200
+    reply = get(health, service_jwt())
+    assert reply.status == 200, reply
+    assert reply.json["contract"]["status"] == "current"
+
+
+@pytest.mark.parametrize("token", [
+    service_jwt(secret="some-other-secret-that-is-long-enough-0123456789"),
+    service_jwt(exp=int(time.time()) - 3600),
+    service_jwt(exp=None),
+    SERVICE_KEY + "x",
+], ids=["wrong-secret", "expired", "no-exp", "wrong-key"])
+def test_forged_service_tokens_are_401(health, token):
+    reply = get(health, token)
+    assert reply.status == 401, reply
+
+
+def test_livekit_down_is_reported_not_fatal(health, env, sql):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    env.setenv("LIVEKIT_URL", f"ws://127.0.0.1:{closed_port}")
+    from shared import config
+
+    config.get_settings.cache_clear()
+    reply = get(health, SERVICE_KEY)
+    assert reply.status == 200
+    assert reply.json["livekit"] == {"ok": False, "error": "unreachable"}
+    assert reply.json["status"] == "degraded"
+
+
+# Given a package that ships a migration the database has not applied, the
+# contract part says the database is behind and names the version.
+def test_contract_behind_names_pending_versions(health, monkeypatch, tmp_path):
+    for path in health.MIGRATIONS_DIR.glob("*.sql"):
+        (tmp_path / path.name).write_text("")
+    (tmp_path / "20991231000000_future_change.sql").write_text("")
+    monkeypatch.setattr(health, "MIGRATIONS_DIR", tmp_path)
+    contract = get(health, SERVICE_KEY).json["contract"]
+    assert contract["status"] == "behind" and contract["ok"] is False
+    assert contract["pending"] == ["20991231000000"]
+
+
+def test_only_get_and_options(health, sql):
+    token = sql.member("founder").token()
+    assert Client(health.app).request("OPTIONS").status == 204
+    reply = Client(health.app).request("POST", {}, {"authorization": f"Bearer {token}"})
+    assert reply.status == 405 and reply.json["error"] == "METHOD_NOT_ALLOWED"
+
+
+# Given its own database that is then stopped, health answers 503 with the
+# parts in the envelope's details for the service role, and 503 for a founder.
+def test_database_down_is_503(health, env):
+    from nexus.migrate import prepare_local
+    from nexus.pg import EmbeddedPostgres
+    from shared import config, db
+
+    root = Path(tempfile.mkdtemp(prefix="nexus-health-pg-"))
+    root.chmod(0o755)
+    server = EmbeddedPostgres(root / "data", fast=True)
+    server.start()
+    try:
+        prepare_local(server.url, log=lambda *_: None)
+        own = support.Db(server.url)
+        founder = own.member("founder")
+        own.close()
+        env.setenv("DATABASE_URL", server.url)
+        config.get_settings.cache_clear()
+        db.set_database(None)
+        assert get(health, SERVICE_KEY).status == 200
+
+        server.stop()
+        reply = get(health, SERVICE_KEY)
+        assert reply.status == 503, reply
+        assert reply.headers.get("retry-after")
+        assert reply.json["error"] == "UNAVAILABLE"
+        details = reply.json["details"]
+        assert details["status"] == "down" and details["database"] == {"ok": False, "error": "unreachable"}
+        assert details["livekit"]["ok"] is True
+        assert server.url not in reply.raw.decode()
+        assert get(health, founder.token()).status == 503
+    finally:
+        db.set_database(None)
+        server.destroy()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_HEADER_TEXT = st.text(st.characters(max_codepoint=255, blacklist_characters="\r\n"), max_size=300)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.one_of(_HEADER_TEXT, _HEADER_TEXT.map(lambda t: "Bearer " + t),
+                       st.sampled_from(["eyJhbGciOiJub25lIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.",
+                                        "Bearer eyJhbGciOiJub25lIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0."])))
+def test_hostile_authorization_is_never_5xx(health, value):
+    # Given any header value a client can send (latin-1 on the wire), the
+    # answer is a 4xx; an unsigned `role: service_role` token included.
+    reply = get(health, headers={"authorization": value})
+    assert reply.status in (401, 403), reply
