@@ -20,7 +20,12 @@ HTTP_FUNCTIONS: dict[str, str] = {
 }
 
 # name -> (handler path, interval in seconds) for `make dev`'s timers
-SCHEDULED_FUNCTIONS: dict[str, tuple[str, int]] = {}
+SCHEDULED_FUNCTIONS: dict[str, tuple[str, int]] = {
+    "sim-pod-expiry": ("functions.academy.expiry:handler", 60),
+    "livekit-webhook-worker": ("functions.livekit_webhook.worker:handler", 60),
+    "presence-reconciler": ("functions.livekit_webhook.reconciler:handler", 300),
+    "push-fanout": ("functions.notifications.fanout:handler", 60),
+}
 
 
 def load(path: str) -> Any:

@@ -38,10 +38,39 @@ class Settings(BaseModel):
     LIVEKIT_API_KEY: str | None = None
     LIVEKIT_API_SECRET: SecretStr | None = None
     LIVEKIT_TOKEN_TTL_SECONDS: int = Field(3600, ge=60, le=86400)
+    # livekit-webhook, its retry worker and the stale-presence reconciler.
+    LIVEKIT_API_TIMEOUT_SECONDS: float = Field(5.0, gt=0, le=60)
+    LIVEKIT_WEBHOOK_MAX_BODY_BYTES: int = Field(262144, ge=4096, le=4194304)
+    WEBHOOK_WORKER_BATCH: int = Field(100, ge=1, le=1000)
+    WEBHOOK_JOB_VISIBILITY_SECONDS: int = Field(120, ge=10, le=3600)
+    WEBHOOK_DONE_RETENTION_HOURS: int = Field(72, ge=1, le=8760)
+    PRESENCE_RECONCILE_AFTER_SECONDS: int = Field(600, ge=30, le=86400)
+    PRESENCE_MAX_AGE_SECONDS: int = Field(43200, ge=600, le=604800)
+    # academy-request, academy-accept and the sim-pod expiry schedule.
+    SIM_POD_TTL_SECONDS: int = Field(7200, ge=60, le=86400)
+    ACADEMY_REQUEST_MAX_AGE_SECONDS: int = Field(86400, ge=60, le=2592000)
+    SIM_POD_EXPIRY_BATCH: int = Field(50, ge=1, le=500)
 
     NEXT_PUBLIC_VAPID_PUBLIC_KEY: str | None = None
     VAPID_PRIVATE_KEY: SecretStr | None = None
     VAPID_SUBJECT: str | None = None
+    # notifications-subscribe, handle-rescue-request and the push fan-out.
+    PUSH_MAX_DEVICES_PER_USER: int = Field(10, ge=1, le=100)
+    FLARE_RATE_LIMIT_SECONDS: int = Field(60, ge=1, le=86400)
+    PUSH_FANOUT_CONCURRENCY: int = Field(16, ge=1, le=128)
+    PUSH_FANOUT_BATCH: int = Field(64, ge=1, le=1000)
+    # A claimed delivery not reported within this is re-claimed by another worker.
+    PUSH_LEASE_SECONDS: int = Field(60, ge=5, le=900)
+    PUSH_MAX_ATTEMPTS: int = Field(8, ge=1, le=50)
+    PUSH_RETRY_BASE_SECONDS: float = Field(15.0, ge=0, le=3600)
+    PUSH_RETRY_MAX_SECONDS: float = Field(3600.0, ge=1, le=86400)
+    PUSH_CONNECT_TIMEOUT_SECONDS: float = Field(3.05, gt=0, le=30)
+    PUSH_READ_TIMEOUT_SECONDS: float = Field(10.0, gt=0, le=60)
+    PUSH_TTL_SECONDS: int = Field(86400, ge=0, le=2419200)
+    PUSH_HIGH_URGENCY_TTL_SECONDS: int = Field(3600, ge=0, le=2419200)
+    # handle-rescue-request delivers its own flare inline for at most this long
+    # (0: leave it to the fan-out schedule).
+    PUSH_INLINE_BUDGET_SECONDS: float = Field(3.0, ge=0, le=20)
 
     MAX_BODY_BYTES: int = Field(16384, ge=1024, le=1048576)
     # CORS is configured on the Function URL in AWS; this is for the local gateway.
