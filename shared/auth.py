@@ -10,21 +10,30 @@ of the matching type, so `alg: none` and HS/RS confusion cannot pass.
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
+import re
 import threading
-import time
-import urllib.request
-import uuid
 from dataclasses import dataclass
+from time import monotonic  # a module global so tests can drive the clock
 from typing import Any
 
 import jwt
 
-from shared.errors import ApiError, unauthorized
+from shared.errors import unauthorized, unavailable
+
+log = logging.getLogger("nexus.auth")
 
 _ASYMMETRIC = {"ES256": "EC", "RS256": "RSA"}
 JWKS_TTL_SECONDS = 600
+# Unknown kids come from attackers as well as from key rotations: whatever
+# callers send, the JWKS endpoint is asked at most this often.
 JWKS_REFETCH_MIN_SECONDS = 30
+# After a failed fetch, try again sooner than that: without keys nothing passes.
+JWKS_RETRY_AFTER_FAILURE_SECONDS = 5
+JWKS_MAX_BYTES = 256 * 1024
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
@@ -35,47 +44,84 @@ class Caller:
 
 
 class JwksCache:
-    """Keys by `kid`, refreshed every JWKS_TTL_SECONDS or on an unknown kid."""
+    """Asymmetric keys by `kid`, refreshed every JWKS_TTL_SECONDS or on an unknown kid.
+
+    Fetches are rate limited (one per JWKS_REFETCH_MIN_SECONDS, however many
+    unknown kids arrive) and serialised (concurrent callers wait for one
+    fetch). If the endpoint fails, the keys already held keep being served.
+    """
 
     def __init__(self, url: str, timeout: float = 3.0):
         self.url = url
         self.timeout = timeout
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = 0.0
+        self._fresh_until = 0.0
+        self._next_fetch_at: float | None = None  # None: never tried
+        self._have_fetched = False
         self._lock = threading.Lock()
 
     def get(self, kid: str) -> jwt.PyJWK | None:
-        now = time.monotonic()
         key = self._keys.get(kid)
-        stale = now - self._fetched_at > JWKS_TTL_SECONDS
-        if key is not None and not stale:
-            return key
-        if key is None and not stale and now - self._fetched_at < JWKS_REFETCH_MIN_SECONDS:
-            return None  # unknown kid, fetched recently: don't let callers hammer the JWKS
-        self._refresh()
-        return self._keys.get(kid)
-
-    def _refresh(self) -> None:
-        with self._lock:
-            try:
-                req = urllib.request.Request(self.url, headers={"accept": "application/json"})
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    doc = json.loads(resp.read())
-            except Exception:
-                if self._keys:
-                    return  # keep serving the keys we have
-                raise ApiError("UNAVAILABLE", "Token keys could not be fetched; retry shortly.",
-                               headers={"Retry-After": "5"}) from None
-            keys: dict[str, jwt.PyJWK] = {}
-            for jwk in doc.get("keys", []):
+        if key is not None:
+            if monotonic() < self._fresh_until:
+                return key
+            # Known but stale: refresh unless another thread already is, and
+            # meanwhile keep using the key rather than queueing behind it.
+            if self._lock.acquire(blocking=False):
                 try:
-                    k = jwt.PyJWK(jwk)
-                except Exception:
-                    continue  # a key type we don't use
-                if jwk.get("kid") and k.algorithm_name in _ASYMMETRIC:
-                    keys[jwk["kid"]] = k
-            self._keys = keys
-            self._fetched_at = time.monotonic()
+                    self._maybe_refresh()
+                finally:
+                    self._lock.release()
+            return self._keys.get(kid)
+        with self._lock:
+            self._maybe_refresh()
+            if not self._have_fetched:
+                raise unavailable("Token keys could not be fetched; retry shortly.",
+                                  retry_after=JWKS_RETRY_AFTER_FAILURE_SECONDS)
+            return self._keys.get(kid)
+
+    def _maybe_refresh(self) -> None:
+        """Fetch the JWKS if the rate limit allows. Caller holds the lock."""
+        now = monotonic()
+        if self._next_fetch_at is not None and now < self._next_fetch_at:
+            return
+        self._next_fetch_at = now + JWKS_REFETCH_MIN_SECONDS
+        try:
+            keys = _parse_jwks(self._fetch())
+        except Exception as e:  # network, HTTP status, JSON: all mean "no new keys"
+            log.warning("JWKS fetch failed: %s", type(e).__name__)
+            self._next_fetch_at = now + JWKS_RETRY_AFTER_FAILURE_SECONDS
+            return
+        self._keys = keys
+        self._fresh_until = now + JWKS_TTL_SECONDS
+        self._have_fetched = True
+
+    def _fetch(self) -> Any:
+        # Imported here: only JWKS projects pay for urllib's HTTP stack.
+        import urllib.request
+
+        req = urllib.request.Request(self.url, headers={"accept": "application/json"})
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            body = resp.read(JWKS_MAX_BYTES + 1)
+        if len(body) > JWKS_MAX_BYTES:
+            raise ValueError("JWKS document too large")
+        return json.loads(body)
+
+
+def _parse_jwks(doc: Any) -> dict[str, jwt.PyJWK]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise ValueError("not a JWKS document")
+    keys: dict[str, jwt.PyJWK] = {}
+    for jwk in doc["keys"]:
+        if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or jwk.get("use", "sig") != "sig":
+            continue
+        try:
+            k = jwt.PyJWK(jwk)
+        except Exception:
+            continue  # a key type or curve we don't use
+        if _ASYMMETRIC.get(k.algorithm_name) == jwk.get("kty"):
+            keys[jwk["kid"]] = k
+    return keys
 
 
 class TokenVerifier:
@@ -95,10 +141,7 @@ class TokenVerifier:
         self.leeway = leeway
 
     def verify(self, token: str) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise unauthorized("The access token is malformed.") from None
+        header = _unverified_header(token)
         alg = header.get("alg")
         if alg == "HS256":
             if not self.hs256_secret:
@@ -128,8 +171,25 @@ class TokenVerifier:
             raise unauthorized("The access token has expired.") from None
         except jwt.ImmatureSignatureError:
             raise unauthorized("The access token is not valid yet.") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
+            # The latter: absurd claim values (e.g. an exp beyond any date).
             raise unauthorized("The access token is invalid.") from None
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header, read only to pick the key; jwt.decode then verifies
+    strictly with the algorithm pinned. (jwt.get_unverified_header would parse
+    and validate the whole token a second time: a third of verify's cost.)"""
+    head, dot, _ = token.partition(".")
+    try:
+        if not dot:
+            raise ValueError("no segments")
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, RecursionError):  # binascii and Unicode errors are ValueErrors
+        raise unauthorized("The access token is malformed.") from None
+    if not isinstance(header, dict):
+        raise unauthorized("The access token is malformed.")
+    return header
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -146,10 +206,10 @@ def authenticate(verifier: TokenVerifier, authorization: str | None) -> Caller:
     """The calling member, from a verified token. Nothing from the body counts."""
     claims = verifier.verify(bearer_token(authorization))
     sub = claims.get("sub")
-    try:
-        user_id = str(uuid.UUID(str(sub)))
-    except ValueError:
-        raise unauthorized("The access token does not name a user.") from None
+    # Supabase user ids are canonical UUIDs; anything else is not a member.
+    user_id = sub.lower() if isinstance(sub, str) else ""
+    if not _UUID.match(user_id):
+        raise unauthorized("The access token does not name a user.")
     role = claims.get("role")
     if role != "authenticated":
         raise unauthorized("The access token is not a signed-in member's token.")
@@ -163,9 +223,12 @@ def get_verifier() -> TokenVerifier:
     """One verifier per container (the JWKS cache lives as long as it)."""
     global _verifier
     if _verifier is None:
-        from shared.config import get_settings
+        from shared.config import ConfigError, get_settings
 
         s = get_settings().require("auth")
+        if s.jwks_url and not s.dev_mode and not _trusted_transport(s.jwks_url):
+            # Whoever can answer a plain-http JWKS fetch can mint any member's token.
+            raise ConfigError("Invalid configuration: SUPABASE_JWKS_URL (or SUPABASE_URL) must use https")
         _verifier = TokenVerifier(
             issuer=s.jwt_issuer or "",
             hs256_secret=s.SUPABASE_JWT_SECRET.get_secret_value() if s.SUPABASE_JWT_SECRET else None,
@@ -173,6 +236,13 @@ def get_verifier() -> TokenVerifier:
             leeway=s.AUTH_CLOCK_SKEW_SECONDS,
         )
     return _verifier
+
+
+def _trusted_transport(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
 
 
 def reset_for_tests() -> None:

@@ -15,11 +15,14 @@ their owner), so the caller's role does not change what they may do.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any, Protocol
 
 from shared.errors import ApiError, unavailable
+
+log = logging.getLogger("nexus.db")
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -28,31 +31,53 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached; callers answer 503 so clients retry."""
 
 
+class DatabaseError(Exception):
+    """The database refused the call: a RAISE in the function, a constraint, a missing function.
+
+    `sqlstate` is Postgres's SQLSTATE (e.g. "P0001", "23505"), the same from
+    both transports (PostgREST's "function not found", PGRST202, arrives as
+    42883 as from Postgres); for other errors PostgREST raises itself it is
+    PostgREST's code. Handlers map the states they expect; anything else
+    becomes a 500 without internals.
+    """
+
+    def __init__(self, sqlstate: str | None, message: str):
+        super().__init__(f"{sqlstate}: {message}")
+        self.sqlstate = sqlstate
+        self.message = message
+
+
 class Database(Protocol):
     def call(self, function: str, **args: Any) -> Any: ...
 
     def close(self) -> None: ...
 
 
-def _check_name(function: str) -> None:
-    if not _IDENT.match(function):
-        raise ValueError(f"not a function name: {function!r}")
+def _check_names(function: str, args: dict[str, Any]) -> None:
+    # Names are interpolated into SQL (psycopg) and URLs (PostgREST).
+    for name in (function, *args):
+        if not _IDENT.match(name):
+            raise ValueError(f"not an SQL identifier: {name!r}")
 
 
 class PsycopgTransport:
+    """One connection per thread, opened lazily and kept for the container's life."""
+
     def __init__(self, url: str, connect_timeout: int = 5):
         self.url = url
         self.connect_timeout = connect_timeout
         self._local = threading.local()
-        self._all: list[Any] = []
+        self._open: set[Any] = set()
         self._lock = threading.Lock()
+        self._sql: dict[tuple[str, ...], str] = {}  # by (function, *argument names)
 
-    def _connection(self) -> Any:
+    def _connection(self) -> tuple[Any, bool]:
+        """(connection, reused): reused is False for one opened just now."""
         import psycopg
 
         conn = getattr(self._local, "conn", None)
         if conn is not None and not conn.closed:
-            return conn
+            return conn, True
         try:
             conn = psycopg.connect(
                 self.url,
@@ -62,42 +87,58 @@ class PsycopgTransport:
                 application_name="nomadnexus-functions",
             )
         except psycopg.OperationalError as e:
+            log.warning("database connection failed: %s", _first_line(e))
             raise DatabaseUnavailable(type(e).__name__) from None
         self._local.conn = conn
         with self._lock:
-            self._all.append(conn)
-        return conn
+            self._open.add(conn)
+        return conn, False
+
+    def _discard(self, conn: Any) -> None:
+        self._local.conn = None
+        with self._lock:
+            self._open.discard(conn)
+        try:
+            conn.close()
+        except Exception:
+            pass
 
     def call(self, function: str, **args: Any) -> Any:
         import psycopg
         from psycopg.types.json import Jsonb
 
-        _check_name(function)
+        shape = (function, *args)
+        sql = self._sql.get(shape)
+        if sql is None:
+            _check_names(function, args)
+            named = ", ".join(f"{k} => %({k})s" for k in args)
+            sql = self._sql[shape] = f"SELECT public.{function}({named})"
         params = {k: (Jsonb(v) if isinstance(v, (dict, list)) else v) for k, v in args.items()}
-        named = ", ".join(f"{k} => %({k})s" for k in params)
-        sql = f"SELECT public.{function}({named})"
-        # One retry when a reused connection died between invocations (Lambda
-        # freezes containers; the pooler may have closed the socket meanwhile).
-        # A fresh connection that fails means the database is down.
         for attempt in (1, 2):
-            reused = getattr(self._local, "conn", None) is not None
-            conn = self._connection()
+            conn, reused = self._connection()
             try:
                 row = conn.execute(sql, params).fetchone()
                 return row[0] if row else None
-            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
-                self._local.conn = None
+            except psycopg.Error as e:
+                if not (conn.broken or conn.closed):
+                    # The server answered (a RAISE, a constraint, a statement
+                    # timeout): the connection is fine and retrying would not help.
+                    if isinstance(e, psycopg.errors.QueryCanceled):
+                        raise DatabaseUnavailable("QueryCanceled") from None
+                    raise DatabaseError(e.sqlstate, _first_line(e)) from None
+                self._discard(conn)
+                # A kept connection found dead is what Lambda's freeze/thaw does
+                # (the pooler closed the idle socket meanwhile), and the server
+                # never saw this statement: retry once on a fresh connection.
+                # A fresh connection that breaks means the database is down.
                 if attempt == 2 or not reused:
+                    log.warning("database call failed: %s", _first_line(e))
                     raise DatabaseUnavailable(type(e).__name__) from None
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:
-            conns, self._all = self._all, []
+            conns, self._open = self._open, set()
         for c in conns:
             try:
                 c.close()
@@ -106,42 +147,76 @@ class PsycopgTransport:
         self._local = threading.local()
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+# PostgREST answers these when it cannot reach Postgres (PGRST000-003) or
+# Postgres cannot serve (connection exceptions, out of resources, shutting
+# down, statement timeout): the same cases PsycopgTransport reports as down.
+_UNAVAILABLE_STATES = ("PGRST000", "PGRST001", "PGRST002", "PGRST003", "08", "53000", "53100", "53200",
+                       "53300", "57P01", "57P02", "57P03", "57014")
+# PostgREST's own codes for what Postgres itself would have said.
+_SQLSTATE_FOR = {"PGRST202": "42883"}  # function not found -> undefined_function
+
+
 class SupabaseRpcTransport:
+    """The `supabase` client's RPC (POST /rest/v1/rpc/<fn>) with the service role key."""
+
     def __init__(self, url: str, service_role_key: str, timeout: float = 10.0):
         self.url = url
         self.key = service_role_key
         self.timeout = timeout
         self._client: Any = None
+        self._http: Any = None
         self._lock = threading.Lock()
+        self._status = threading.local()
 
     def _rpc(self) -> Any:
         if self._client is None:
             with self._lock:
                 if self._client is None:
+                    import httpx
                     from supabase import ClientOptions, create_client
 
-                    self._client = create_client(
-                        self.url, self.key, options=ClientOptions(postgrest_client_timeout=self.timeout)
+                    # Our own HTTP client: one keep-alive pool for the container,
+                    # and a hook that records the status of the last response,
+                    # which postgrest-py's APIError does not carry.
+                    self._http = httpx.Client(
+                        timeout=self.timeout,
+                        event_hooks={"response": [self._record_status]},
                     )
+                    self._client = create_client(self.url, self.key, options=ClientOptions(httpx_client=self._http))
         return self._client
 
+    def _record_status(self, response: Any) -> None:
+        self._status.last = response.status_code
+
     def call(self, function: str, **args: Any) -> Any:
-        _check_name(function)
+        _check_names(function, args)
         import httpx
         from postgrest.exceptions import APIError
 
+        self._status.last = None
         try:
             return self._rpc().rpc(function, args).execute().data
-        except httpx.TransportError as e:
+        except httpx.TransportError as e:  # refused, reset, timed out
+            log.warning("PostgREST unreachable: %s", type(e).__name__)
             raise DatabaseUnavailable(type(e).__name__) from None
         except APIError as e:
-            # PostgREST answers 503/504 (PGRST000-003) when it cannot reach Postgres.
-            if str(getattr(e, "code", "")).startswith("PGRST00"):
-                raise DatabaseUnavailable(str(e.code)) from None
-            raise
+            status = getattr(self._status, "last", None) or 0
+            code = str(e.code) if e.code else None
+            # A 502/503/504 (or a CDN's 52x) is the API gateway or PostgREST
+            # failing to reach the database, whatever the body says.
+            if status in (502, 503, 504) or status >= 520 or (code or "").startswith(_UNAVAILABLE_STATES):
+                log.warning("PostgREST reports the database unavailable: %s %s", status, code)
+                raise DatabaseUnavailable(code or str(status)) from None
+            raise DatabaseError(_SQLSTATE_FOR.get(code or "", code), e.message or f"HTTP {status}") from None
 
     def close(self) -> None:
-        self._client = None
+        http, self._http, self._client = self._http, None, None
+        if http is not None:
+            http.close()
 
 
 _db: Database | None = None
@@ -174,11 +249,15 @@ def set_database(db: Database | None) -> None:
 
 
 def call(function: str, **args: Any) -> Any:
-    """Call a SQL function; an unreachable database becomes 503 UNAVAILABLE."""
+    """Call a SQL function; an unreachable database becomes 503 UNAVAILABLE.
+
+    Dicts and lists are sent as jsonb. A refusal by the database raises
+    DatabaseError with its SQLSTATE.
+    """
     try:
         return get_database().call(function, **args)
     except DatabaseUnavailable:
         raise unavailable("The database is unavailable; retry shortly.") from None
 
 
-__all__ = ["ApiError", "Database", "DatabaseUnavailable", "call", "get_database", "set_database"]
+__all__ = ["ApiError", "Database", "DatabaseError", "DatabaseUnavailable", "call", "get_database", "set_database"]

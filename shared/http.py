@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,9 +31,16 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     query: str = ""
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Filled in by auth so logs can name the caller (never the token).
     user_id: str | None = None
+    _request_id: str | None = field(default=None, repr=False)
+
+    @property
+    def request_id(self) -> str:
+        """A random id for log correlation, made only if something logs."""
+        if self._request_id is None:
+            self._request_id = os.urandom(16).hex()
+        return self._request_id
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -48,9 +55,16 @@ class Request:
         if not self.body.strip():
             raise bad_request("The request body is empty; a JSON object is required.")
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+            data = json.loads(self.body, parse_constant=_reject_constant)
+        except RecursionError:
+            raise bad_request("The request body is nested too deeply.") from None
+        except ValueError:  # includes UnicodeDecodeError
             raise bad_request("The request body is not valid JSON.") from None
+        # Only \u escapes can smuggle in text Postgres refuses to store (NUL)
+        # or cannot encode (unpaired surrogates); skip the walk otherwise.
+        if b"\\u" in self.body and not _storable(data):
+            raise bad_request("The request body contains a NUL character or an unpaired surrogate.")
+        return data
 
     def model(self, model: type[BaseModel], max_bytes: int) -> Any:
         """Parse the body into a pydantic model, with field-level details on failure."""
@@ -61,6 +75,30 @@ class Request:
             return model.model_validate(data)
         except ValidationError as e:
             raise bad_request("The request body is invalid.", {"fields": field_errors(e)}) from None
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259), and jsonb refuses them.
+    raise ValueError(name)
+
+
+def _storable(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return False
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def field_errors(e: ValidationError) -> dict[str, str]:
@@ -108,16 +146,25 @@ class JsonApp:
         if scope["type"] != "http":
             return
         body = await _read_body(receive)
+        status, headers, payload = self.respond(scope, body)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def respond(self, scope: dict, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One ASGI request, synchronously: (status, headers, payload)."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         request = Request(
             method=scope["method"].upper(),
             path=scope.get("path", "/"),
             headers=headers,
             body=body,
-            query=scope.get("query_string", b"").decode("latin-1"),
+            query=(scope.get("query_string") or b"").decode("latin-1"),
         )
-        response = self.dispatch(request)
-        await _send(send, response, self._cors_headers(request))
+        return self.respond_to(request)
+
+    def respond_to(self, request: Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Also the Lambda adapter's entry: handlers are synchronous, so it needs no event loop."""
+        return _encode(self.dispatch(request), self._cors_headers(request))
 
     def dispatch(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -193,13 +240,16 @@ async def _read_body(receive: Callable) -> bytes:
     return b"".join(chunks)
 
 
-async def _send(send: Callable, response: Response, extra: list[tuple[bytes, bytes]]) -> None:
-    payload = b"" if response.body is None else json.dumps(response.body, separators=(",", ":")).encode()
+# One encoder: json.dumps with non-default options builds a new one per call.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _encode(response: Response, extra: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    payload = b"" if response.body is None else _compact_json(response.body).encode()
     headers = list(_BASE_HEADERS) if payload else [(b"cache-control", b"no-store")]
     headers += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers.items()]
     headers += extra
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    return response.status, headers, payload
 
 
 async def _lifespan(receive: Callable, send: Callable) -> None:
