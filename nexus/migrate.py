@@ -3,7 +3,8 @@
 Records versions in `supabase_migrations.schema_migrations` (the table the
 Supabase CLI uses, so `supabase db push` and this runner agree on what is
 applied) and a SHA-256 of each file in `supabase_migrations.nexus_checksums`.
-Re-running is a no-op; a file edited after it was applied is refused.
+Re-running is a no-op; a file edited after it was applied is refused, and so
+is Supabase's transaction pooler (port 6543), where the runner's lock cannot hold.
 """
 
 from __future__ import annotations
@@ -20,8 +21,41 @@ _NAME = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 7410_2025
 
 
+# Supavisor's transaction mode (and Supabase's dedicated PgBouncer) listens on
+# 6543 and may run each transaction on a different server connection: the
+# runner's session advisory lock would be taken on one and its unlock sent to
+# another, so concurrent runs are not excluded and the lock stays held on a
+# pooled connection, where the next run to land waits forever.
+TRANSACTION_POOLER_PORT = "6543"
+
+
 class MigrationError(RuntimeError):
     pass
+
+
+def check_session_url(url: str, *, allow_transaction_pooler: bool = False) -> None:
+    """Refuse a malformed URL, or one on Supabase's transaction pooler port, naming no password."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        # libpq's parse errors quote the whole string, password included.
+        raise MigrationError("the database URL is not a valid connection string "
+                             "(percent-encode blanks, @, / and # in the password)") from None
+    if allow_transaction_pooler:
+        return
+    hosts = str(params.get("host") or "localhost").split(",")
+    ports = [p.strip() for p in str(params.get("port") or "").split(",")]
+    for i, port in enumerate(ports):
+        if port == TRANSACTION_POOLER_PORT:
+            host = hosts[i] if i < len(hosts) else hosts[-1]
+            raise MigrationError(
+                f"refusing to migrate through {host}:{port}, Supabase's transaction pooler: the runner holds "
+                "a session advisory lock, which a transaction pooler cannot keep. Use the session pooler or "
+                "the direct connection on port 5432 (Supabase dashboard > Connect), or pass "
+                "--allow-transaction-pooler if this server is not a transaction pooler.")
 
 
 @dataclass(frozen=True)
@@ -63,9 +97,10 @@ CREATE TABLE IF NOT EXISTS supabase_migrations.nexus_checksums (
 """
 
 
-def apply_shim(url: str) -> None:
+def apply_shim(url: str, *, allow_transaction_pooler: bool = False) -> None:
     import psycopg
 
+    check_session_url(url, allow_transaction_pooler=allow_transaction_pooler)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
@@ -112,7 +147,8 @@ def plan(conn, directory: Path = MIGRATIONS_DIR) -> Plan:
     )
 
 
-def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
+def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print, *,
+            allow_transaction_pooler: bool = False) -> list[str]:
     """Apply pending migrations; returns the versions applied now.
 
     Every applied file is checked before anything runs, so an edited one
@@ -120,6 +156,7 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
     """
     import psycopg
 
+    check_session_url(url, allow_transaction_pooler=allow_transaction_pooler)
     done: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
         # One runner at a time, whoever else tries to migrate this database.

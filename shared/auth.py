@@ -21,7 +21,7 @@ from typing import Any
 
 import jwt
 
-from shared.errors import unauthorized, unavailable
+from shared.errors import ApiError, unauthorized, unavailable
 
 log = logging.getLogger("nexus.auth")
 
@@ -213,6 +213,10 @@ def authenticate(verifier: TokenVerifier, authorization: str | None) -> Caller:
     role = claims.get("role")
     if role != "authenticated":
         raise unauthorized("The access token is not a signed-in member's token.")
+    # Supabase's anonymous sign-ins also get role "authenticated"; only this
+    # claim tells them apart. Anything but absent or false counts as anonymous.
+    if claims.get("is_anonymous", False) is not False:
+        raise ApiError("FORBIDDEN", "Guest sessions cannot do this; sign in with your account.")
     return Caller(user_id=user_id, role=role, claims=claims)
 
 
@@ -248,3 +252,18 @@ def _trusted_transport(url: str) -> bool:
 def reset_for_tests() -> None:
     global _verifier
     _verifier = None
+
+
+def _secrets_rotated(old: Any, new: Any) -> None:
+    # A re-read SUPABASE_JWT_SECRET (shared/config.py) needs a verifier built with it.
+    if (old.SUPABASE_JWT_SECRET, old.jwks_url, old.jwt_issuer) != (new.SUPABASE_JWT_SECRET, new.jwks_url, new.jwt_issuer):
+        reset_for_tests()
+
+
+def _register() -> None:
+    from shared.config import on_rotation
+
+    on_rotation(_secrets_rotated)
+
+
+_register()

@@ -5,7 +5,8 @@ arguments and returning jsonb, so both transports have identical semantics:
 
 - PsycopgTransport: psycopg 3 straight to Postgres (production: Supavisor's
   transaction pooler on port 6543, hence no prepared statements). One
-  connection per thread, opened lazily and reused across invocations.
+  connection per thread, opened lazily and reused across invocations; a
+  statement is sent once, never re-sent after a broken connection.
 - SupabaseRpcTransport: the `supabase` client's RPC over PostgREST, for
   deployments that hold only the service role key. Imported only if used.
 
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import threading
+import time
 from typing import Any, Protocol
 
+from shared.config import ConfigError
 from shared.errors import ApiError, unavailable
 
 log = logging.getLogger("nexus.db")
@@ -60,24 +64,53 @@ def _check_names(function: str, args: dict[str, Any]) -> None:
             raise ValueError(f"not an SQL identifier: {name!r}")
 
 
-class PsycopgTransport:
-    """One connection per thread, opened lazily and kept for the container's life."""
+# A kept connection idle longer than this is pinged before a statement goes out
+# on it: long enough that back-to-back requests never pay the round trip, short
+# enough that a Lambda thawed after a pause checks before it sends.
+IDLE_PING_SECONDS = 5.0
 
-    def __init__(self, url: str, connect_timeout: int = 5):
+# What libpq accepts as a host: a name or address, or a Unix socket directory
+# (/...) or abstract socket (@...). A host holding "@" or blanks is a password
+# with an unencoded "@", and libpq's errors would quote it.
+_HOST = re.compile(r"[A-Za-z0-9._:%-]*|[/@]\S*")
+
+
+class PsycopgTransport:
+    """One connection per thread, opened lazily and kept for the container's life.
+
+    A statement is sent at most once. If the connection breaks after it was
+    sent, the server may have committed it (the answer was lost on the way
+    back), so the call fails as unavailable instead of re-sending: a second
+    `launch_rescue_flare` or `academy_accept` would answer as if the first had
+    never happened. Dead connections are caught before sending instead: a kept
+    connection with anything to read (the pooler's goodbye, end of file) is
+    replaced at the cost of one poll, and one idle for IDLE_PING_SECONDS is
+    pinged first, which is safe to lose and retry.
+    """
+
+    def __init__(self, url: str, connect_timeout: int = 5, idle_ping_seconds: float = IDLE_PING_SECONDS):
+        self._password = _check_database_url(url)
         self.url = url
         self.connect_timeout = connect_timeout
+        self.idle_ping_seconds = idle_ping_seconds
         self._local = threading.local()
         self._open: set[Any] = set()
         self._lock = threading.Lock()
         self._sql: dict[tuple[str, ...], str] = {}  # by (function, *argument names)
 
-    def _connection(self) -> tuple[Any, bool]:
-        """(connection, reused): reused is False for one opened just now."""
+    def _cursor(self) -> Any:
+        """The thread's cursor (reused: a new one per call costs more than the liveness check)."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None:
+            if self._alive(conn):
+                return local.cur
+            self._discard(conn)
+        return self._connect()
+
+    def _connect(self) -> Any:
         import psycopg
 
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and not conn.closed:
-            return conn, True
         try:
             conn = psycopg.connect(
                 self.url,
@@ -87,15 +120,44 @@ class PsycopgTransport:
                 application_name="nomadnexus-functions",
             )
         except psycopg.OperationalError as e:
-            log.warning("database connection failed: %s", _first_line(e))
+            log.warning("database connection failed: %s", _redact(_first_line(e), self._password))
             raise DatabaseUnavailable(type(e).__name__) from None
-        self._local.conn = conn
+        except psycopg.Error:
+            # libpq could not use the URL (ProgrammingError); its message quotes the URL.
+            raise ConfigError("Invalid configuration: DATABASE_URL") from None
+        local = self._local
+        local.conn, local.cur, local.used_at = conn, conn.cursor(), time.time()
+        local.poller = select.poll()
+        local.poller.register(conn.fileno(), select.POLLIN)
         with self._lock:
             self._open.add(conn)
-        return conn, False
+        return local.cur
+
+    def _alive(self, conn: Any) -> bool:
+        """Whether a kept connection can take a statement, checked without risking one."""
+        if conn.closed or conn.broken:
+            return False
+        # Idle in autocommit, the server has nothing to say: anything to read is
+        # a FATAL before it hung up, or the end of the stream. One poll, no round trip.
+        if self._local.poller.poll(0):
+            return False
+        # The wall clock, not monotonic: a frozen Lambda may not advance the latter.
+        idle = time.time() - self._local.used_at
+        if 0 <= idle < self.idle_ping_seconds:
+            return True
+        # A pooler, NAT or failover can drop a connection without a FIN reaching
+        # a frozen container; a lost ping costs nothing, a lost statement might.
+        import psycopg
+
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        self._local.used_at = time.time()
+        return True
 
     def _discard(self, conn: Any) -> None:
-        self._local.conn = None
+        self._local.conn = self._local.cur = self._local.poller = None
         with self._lock:
             self._open.discard(conn)
         try:
@@ -114,27 +176,26 @@ class PsycopgTransport:
             named = ", ".join(f"{k} => %({k})s" for k in args)
             sql = self._sql[shape] = f"SELECT public.{function}({named})"
         params = {k: (Jsonb(v) if isinstance(v, (dict, list)) else v) for k, v in args.items()}
-        for attempt in (1, 2):
-            conn, reused = self._connection()
-            try:
-                row = conn.execute(sql, params).fetchone()
-                return row[0] if row else None
-            except psycopg.Error as e:
-                if not (conn.broken or conn.closed):
-                    # The server answered (a RAISE, a constraint, a statement
-                    # timeout): the connection is fine and retrying would not help.
-                    if isinstance(e, psycopg.errors.QueryCanceled):
-                        raise DatabaseUnavailable("QueryCanceled") from None
-                    raise DatabaseError(e.sqlstate, _first_line(e)) from None
-                self._discard(conn)
-                # A kept connection found dead is what Lambda's freeze/thaw does
-                # (the pooler closed the idle socket meanwhile), and the server
-                # never saw this statement: retry once on a fresh connection.
-                # A fresh connection that breaks means the database is down.
-                if attempt == 2 or not reused:
-                    log.warning("database call failed: %s", _first_line(e))
-                    raise DatabaseUnavailable(type(e).__name__) from None
-        raise AssertionError("unreachable")
+        cur = self._cursor()
+        conn = cur.connection
+        try:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        except psycopg.Error as e:
+            if not (conn.broken or conn.closed):
+                self._local.used_at = time.time()
+                # The server answered (a RAISE, a constraint, a statement
+                # timeout): the connection is fine and retrying would not help.
+                if isinstance(e, psycopg.errors.QueryCanceled):
+                    raise DatabaseUnavailable("QueryCanceled") from None
+                raise DatabaseError(e.sqlstate, _first_line(e)) from None
+            self._discard(conn)
+            # Not retried: the statement may have committed before the answer
+            # was lost (see the class docstring). Clients retry a 503.
+            log.warning("database call failed: %s", _redact(_first_line(e), self._password))
+            raise DatabaseUnavailable(type(e).__name__) from None
+        self._local.used_at = time.time()
+        return row[0] if row else None
 
     def close(self) -> None:
         with self._lock:
@@ -151,6 +212,48 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
+def _check_database_url(url: str) -> str | None:
+    """The URL's password (to keep it out of logs); ConfigError naming only the variable if unusable."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    invalid = ConfigError("Invalid configuration: DATABASE_URL")
+    try:
+        params = conninfo_to_dict(url)
+    except (psycopg.Error, TypeError, ValueError):
+        raise invalid from None  # libpq's parse errors quote the URL, password included
+    hosts = str(params.get("host") or "").split(",")
+    ports = str(params.get("port") or "").split(",")
+    if not all(_HOST.fullmatch(h) for h in hosts) or not all(p == "" or (p.isascii() and p.isdigit()) for p in ports):
+        raise invalid
+    password = params.get("password")
+    return str(password) if password else None
+
+
+# What an HTTP header may carry: a key with a stray newline, blank or non-ASCII
+# character fails inside httpx, whose errors quote the header.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+def _check_supabase(url: str, key: str) -> None:
+    """ConfigError naming the variable (never its value) if httpx could not send with it."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 literal
+        usable = False
+    if not usable or not _HEADER_SAFE.fullmatch(url):
+        raise ConfigError("Invalid configuration: SUPABASE_URL")
+    if not _HEADER_SAFE.fullmatch(key):
+        raise ConfigError("Invalid configuration: SUPABASE_SERVICE_ROLE_KEY")
+
+
+def _redact(message: str, secret: str | None) -> str:
+    return message.replace(secret, "***") if secret else message
+
+
 # PostgREST answers these when it cannot reach Postgres (PGRST000-003) or
 # Postgres cannot serve (connection exceptions, out of resources, shutting
 # down, statement timeout): the same cases PsycopgTransport reports as down.
@@ -164,6 +267,7 @@ class SupabaseRpcTransport:
     """The `supabase` client's RPC (POST /rest/v1/rpc/<fn>) with the service role key."""
 
     def __init__(self, url: str, service_role_key: str, timeout: float = 10.0):
+        _check_supabase(url, service_role_key)
         self.url = url
         self.key = service_role_key
         self.timeout = timeout
@@ -246,6 +350,21 @@ def set_database(db: Database | None) -> None:
     if _db is not None and _db is not db:
         _db.close()
     _db = db
+
+
+def _secrets_rotated(old: Any, new: Any) -> None:
+    # A re-read DATABASE_URL or service role key (shared/config.py) needs new connections.
+    if (old.DATABASE_URL, old.SUPABASE_SERVICE_ROLE_KEY) != (new.DATABASE_URL, new.SUPABASE_SERVICE_ROLE_KEY):
+        set_database(None)
+
+
+def _register() -> None:
+    from shared.config import on_rotation
+
+    on_rotation(_secrets_rotated)
+
+
+_register()
 
 
 def call(function: str, **args: Any) -> Any:

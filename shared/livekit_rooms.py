@@ -1,17 +1,22 @@
 """LiveKit's RoomService for scheduled jobs, behind a small synchronous facade.
 
-Used by the stale-presence reconciler (`list_participants`, `list_rooms`) and
-by the academy's sim-pod expiry (`delete_room`). Built on livekit-api's
+Used by the stale-presence reconciler (`presence_by_room`) and by the
+academy's sim-pod expiry (`delete_room`). Built on livekit-api's
 `LiveKitAPI`, imported lazily inside the calls: it pulls in aiohttp and the
 protobuf stack, which no HTTP function should pay for at import time.
 
     rooms = RoomServiceClient.from_settings()      # LIVEKIT_URL/_API_KEY/_API_SECRET
     rooms.list_participants("net-alpha")           # [Participant(sid, identity, ...)]
+    rooms.presence_by_room(["net-alpha", "net-x"]) # {"net-alpha": [...], "net-x": RoomNotFound}
     rooms.delete_room("sim-pod-123")               # True if deleted, False if already gone
 
 Every outcome maps onto something a caller can act on:
 - a value: LiveKit answered;
-- `RoomNotFound`: LiveKit answered that the room does not exist (Twirp `not_found`);
+- `RoomNotFound`: LiveKit answered that the room does not exist: Twirp
+  `not_found` (DeleteRoom), or absence from ListRooms (`presence_by_room`).
+  ListParticipants alone cannot tell: LiveKit answers an empty list for a
+  room it does not know (livekit-server's LocalStore/RedisStore), the same
+  as for an empty room;
 - `LiveKitUnavailable`: no trustworthy answer (refused connection, timeout, 5xx,
   or a 4xx such as a wrong key pair); act as if nothing is known. `.status` and
   `.code` say which (status 0 for transport failures).
@@ -87,37 +92,40 @@ class RoomServiceClient:
     # -- public, synchronous -------------------------------------------------
 
     def list_participants(self, room: str) -> list[Participant]:
-        """Participants LiveKit has in `room` now. Raises RoomNotFound / LiveKitUnavailable."""
+        """Participants LiveKit has in `room` now; [] also when LiveKit does not know the room.
+        Raises LiveKitUnavailable (RoomNotFound only from a server that answers `not_found`)."""
         return self._run(lambda lk: self._participants(lk, room))
 
     def participants_by_room(self, rooms: Iterable[str], concurrency: int = 8) -> dict[str, list[Participant] | LiveKitError]:
-        """`list_participants` for many rooms on one session; per room a list or the error."""
+        """`list_participants` for many rooms on one session; per room a list or the error.
+        A room LiveKit does not know comes back as [] (see `presence_by_room`)."""
         names = list(dict.fromkeys(rooms))
+        return self._run(lambda lk: self._participants_each(lk, names, concurrency))
+
+    def presence_by_room(self, rooms: Iterable[str], concurrency: int = 8) -> dict[str, list[Participant] | LiveKitError]:
+        """Per room: its participants if LiveKit lists the room, `RoomNotFound` if it does not,
+        or the error that kept LiveKit from answering. One ListRooms call decides existence
+        for the whole batch; only rooms it lists are asked for their participants."""
+        names = list(dict.fromkeys(rooms))
+        if not names:
+            return {}  # ListRooms with no names would list every room
 
         async def all_rooms(lk: Any) -> dict[str, list[Participant] | LiveKitError]:
-            gate = asyncio.Semaphore(max(1, concurrency))
-
-            async def one(room: str) -> list[Participant] | LiveKitError:
-                async with gate:
-                    try:
-                        return await self._participants(lk, room)
-                    except LiveKitError as e:
-                        return e
-
-            results = await asyncio.gather(*(one(r) for r in names))
-            return dict(zip(names, results))
+            try:
+                live = {r.name for r in await self._rooms(lk, names)}
+            except LiveKitError as e:
+                return {room: e for room in names}
+            answers: dict[str, list[Participant] | LiveKitError] = {
+                room: RoomNotFound(room) for room in names if room not in live}
+            answers.update(await self._participants_each(lk, [r for r in names if r in live], concurrency))
+            return {room: answers[room] for room in names}
 
         return self._run(all_rooms)
 
     def list_rooms(self, names: Iterable[str] | None = None) -> list[RoomInfo]:
         """Active rooms (optionally only those named). Raises LiveKitUnavailable."""
-        from livekit.protocol.room import ListRoomsRequest
-
-        async def call(lk: Any) -> list[RoomInfo]:
-            resp = await self._guard(lk.room.list_rooms(ListRoomsRequest(names=list(names or []))), None)
-            return [RoomInfo(r.sid, r.name, r.num_participants, r.creation_time) for r in resp.rooms]
-
-        return self._run(call)
+        wanted = list(names or [])
+        return self._run(lambda lk: self._rooms(lk, wanted))
 
     def delete_room(self, room: str) -> bool:
         """Delete `room`, disconnecting everyone. Idempotent: False if it was already gone."""
@@ -133,6 +141,26 @@ class RoomServiceClient:
         return self._run(call)
 
     # -- plumbing --------------------------------------------------------------
+
+    async def _rooms(self, lk: Any, names: list[str]) -> list[RoomInfo]:
+        from livekit.protocol.room import ListRoomsRequest
+
+        resp = await self._guard(lk.room.list_rooms(ListRoomsRequest(names=names)), None)
+        return [RoomInfo(r.sid, r.name, r.num_participants, r.creation_time) for r in resp.rooms]
+
+    async def _participants_each(self, lk: Any, names: list[str],
+                                 concurrency: int) -> dict[str, list[Participant] | LiveKitError]:
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(room: str) -> list[Participant] | LiveKitError:
+            async with gate:
+                try:
+                    return await self._participants(lk, room)
+                except LiveKitError as e:
+                    return e
+
+        results = await asyncio.gather(*(one(r) for r in names))
+        return dict(zip(names, results))
 
     async def _participants(self, lk: Any, room: str) -> list[Participant]:
         from livekit.protocol.models import ParticipantInfo

@@ -10,11 +10,57 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from typing import Any
 
 import jwt
 
 from shared.ranks import VoiceGrants
+
+# A voice app publishes the microphone and nothing else. LiveKit spells track
+# sources in lower case (protocol auth/grants.go); once the list is set, only
+# the sources in it may be published (no camera, no screen share).
+VOICE_SOURCES = ("microphone",)
+
+# LiveKit hands every connected participant a fresh token every 5 minutes,
+# valid for 10 (livekit-server roommanager.go), and accepts a token up to a
+# minute past its `exp` (go-jose's default leeway).
+LIVEKIT_REFRESHED_TOKEN_SECONDS = 600
+LIVEKIT_EXPIRY_LEEWAY_SECONDS = 60
+
+# Sim-pod tokens are only for joining now: a member who drops and comes back
+# asks livekit-token again, which refuses once the pod has ended.
+SIM_POD_TOKEN_TTL_SECONDS = 300
+# How long LiveKit keeps an empty pod room open (emptyTimeout: nobody joined
+# yet; departureTimeout: everyone left). LiveKit's 20 s departure default would
+# let one dropped connection end a two-hour pod through room_finished.
+SIM_POD_ROOM_GRACE_SECONDS = 300
+# After a pod ends, the longest any token could still re-create its room.
+SIM_POD_ROOM_RECHECK_SECONDS = (max(SIM_POD_TOKEN_TTL_SECONDS, LIVEKIT_REFRESHED_TOKEN_SECONDS)
+                                + LIVEKIT_EXPIRY_LEEWAY_SECONDS)
+
+
+def sim_pod_token_ttl(configured_ttl: int, seconds_left: int) -> int:
+    """A pod token never outlives the pod, nor SIM_POD_TOKEN_TTL_SECONDS."""
+    return max(1, min(configured_ttl, seconds_left, SIM_POD_TOKEN_TTL_SECONDS))
+
+
+def sim_pod_room_config() -> dict[str, int]:
+    """LiveKit's RoomConfiguration (JSON names), applied when a join creates the pod's room."""
+    return {"emptyTimeout": SIM_POD_ROOM_GRACE_SECONDS, "departureTimeout": SIM_POD_ROOM_GRACE_SECONDS}
+
+
+def display_name(profile: dict[str, Any], user_id: str) -> str:
+    """The name other participants see: the member's callsign, never a string the client sent.
+
+    Control and format characters (newlines, bidi overrides) are dropped and
+    whitespace collapsed; a member without a callsign shows as their rank and
+    the start of their id, which is their LiveKit identity anyway.
+    """
+    raw = profile.get("callsign") or ""
+    printable = "".join(ch for ch in raw if ch.isspace() or unicodedata.category(ch)[0] != "C")
+    callsign = " ".join(printable.split())[:64]
+    return callsign or f"{str(profile.get('rank') or 'member').capitalize()} {user_id[:8]}"
 
 
 def mint_participant_token(
@@ -27,6 +73,7 @@ def mint_participant_token(
     ttl_seconds: int,
     name: str | None = None,
     metadata: dict[str, Any] | None = None,
+    room_config: dict[str, Any] | None = None,
     now: int | None = None,
 ) -> tuple[str, int]:
     """A participant token for one room; returns (jwt, expires_at_epoch)."""
@@ -34,7 +81,7 @@ def mint_participant_token(
     expires = issued + ttl_seconds
     # LiveKit defaults canPublish/canPublishData/canSubscribe to true when
     # absent, so every grant is written explicitly.
-    video = {
+    video: dict[str, Any] = {
         "roomJoin": grants.can_join,
         "room": room,
         "canSubscribe": grants.can_subscribe,
@@ -42,6 +89,8 @@ def mint_participant_token(
         "canPublishData": grants.can_publish_data,
         "canUpdateOwnMetadata": False,
     }
+    if grants.can_publish:
+        video["canPublishSources"] = list(VOICE_SOURCES)
     claims: dict[str, Any] = {
         "iss": api_key,
         "sub": identity,
@@ -53,6 +102,8 @@ def mint_participant_token(
         claims["name"] = name
     if metadata is not None:
         claims["metadata"] = json.dumps(metadata, separators=(",", ":"))
+    if room_config:
+        claims["roomConfig"] = room_config
     return jwt.encode(claims, api_secret, algorithm="HS256"), expires
 
 

@@ -4,23 +4,25 @@ The predecessor looped over `webpush()`, which opens a new connection and
 signs a new VAPID JWT for every message and has no timeout. Here:
 
 - one pooled `requests.Session` per container (keep-alive per push service),
-  connect and read timeouts on every request, no proxies from the environment;
+  no proxies from the environment, and a hard deadline on every send, not
+  just per-read timeouts (shared/push_transport.py);
 - the VAPID `Authorization` header cached per push-service origin: the JWT
   lives 12 h (services refuse more than 24 h) and is renewed once half of that
   has passed, so a header in use always has hours left whatever the clocks;
 - `TTL`, `Urgency` and a `Topic` (the notification id) so a resend of the
   same notification replaces, rather than duplicates, what the device shows;
 - the plaintext payload kept at most 3 KB;
-- outside dev mode, a connection to a non-public address is refused at the
-  socket, whatever DNS said when the member subscribed.
+- outside dev mode, a connection to a non-public address or a port other
+  than 443 is refused at the socket, whatever DNS said when the member
+  subscribed.
 
-pywebpush's `WebPusher` does the encryption and the POST over our session.
+pywebpush's `WebPusher` does the encryption; the POST is ours, since
+`WebPusher.send()` reads (and formats) the whole answer.
 """
 
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import json
 import threading
 import time
@@ -29,16 +31,13 @@ from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 from py_vapid import Vapid
 from py_vapid.utils import b64urlencode
 from pywebpush import WebPusher, WebPushException
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from shared.config import ConfigError
-from shared.push_subscriptions import is_public_address
+from shared.push_transport import BlockedAddress, DeadlineExceeded, post
+from shared.push_transport import make_session as make_session  # the fan-out builds its session from here
 
 MAX_PAYLOAD_BYTES = 3072
 VAPID_LIFETIME_SECONDS = 12 * 3600
@@ -209,60 +208,7 @@ class VapidHeaderCache:
             return value
 
 
-# --- transport -------------------------------------------------------------
-
-class BlockedAddress(urllib3.exceptions.NewConnectionError):
-    """The push endpoint resolved to an address our servers must not reach."""
-
-
-def _checked(conn: Any, sock: Any) -> Any:
-    try:
-        address = ipaddress.ip_address(sock.getpeername()[0].split("%", 1)[0])
-    except (OSError, ValueError):
-        sock.close()
-        raise BlockedAddress(conn, "could not determine the peer address") from None
-    if not is_public_address(address):
-        sock.close()
-        raise BlockedAddress(conn, f"refusing to connect to non-public address {address}")
-    return sock
-
-
-class _PublicHTTPConnection(HTTPConnection):
-    def _new_conn(self) -> Any:
-        return _checked(self, super()._new_conn())
-
-
-class _PublicHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> Any:
-        return _checked(self, super()._new_conn())
-
-
-class _PublicHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _PublicHTTPConnection
-
-
-class _PublicHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _PublicHTTPSConnection
-
-
-class _PublicOnlyAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _PublicHTTPConnectionPool, "https": _PublicHTTPSConnectionPool}
-
-
-def make_session(pool_size: int, *, public_only: bool) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxy or netrc from the environment
-    adapter_cls = _PublicOnlyAdapter if public_only else HTTPAdapter
-    # pool_connections: how many push services keep a pool; pool_maxsize:
-    # keep-alive connections per service, one per sending thread.
-    adapter = adapter_cls(pool_connections=32, pool_maxsize=pool_size, max_retries=0, pool_block=False)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
+# --- sending ------------------------------------------------------------------
 
 class PushSender:
     """Thread-safe: one per container, shared by the sending threads."""
@@ -274,29 +220,36 @@ class PushSender:
         self.timeout = (connect_timeout, read_timeout)
 
     def send(self, subscription: Subscription, message: PushMessage,
-             timeout: tuple[float, float] | None = None) -> PushResult:
+             timeout: tuple[float, float] | None = None, deadline: float | None = None) -> PushResult:
+        """One push, over by `deadline` (monotonic; default: both timeouts from now) whatever the service does."""
         if len(message.payload) > MAX_PAYLOAD_BYTES:
             return PushResult("failed", None, "payload larger than 3 KB")
-        headers = {
-            "Authorization": self.vapid.header(subscription.endpoint),
-            "Urgency": message.urgency,
-            "Topic": message.topic,
-        }
+        timeout = timeout or self.timeout
+        if deadline is None:
+            deadline = time.monotonic() + sum(timeout)
         info = {"endpoint": subscription.endpoint, "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
         try:
-            response = WebPusher(info, requests_session=self.session).send(
-                message.payload, headers, ttl=message.ttl, content_encoding="aes128gcm",
-                timeout=timeout or self.timeout)
-        except requests.Timeout:
+            body = WebPusher(info).encode(message.payload, "aes128gcm")["body"]
+        except (WebPushException, ValueError, TypeError) as e:
+            # Keys that pass validation but cannot be used; retrying will not help.
+            return PushResult("failed", None, f"cannot encrypt for this subscription: {type(e).__name__}")
+        headers = {
+            "Authorization": self.vapid.header(subscription.endpoint),
+            "TTL": str(message.ttl),
+            "Urgency": message.urgency,
+            "Topic": message.topic,
+            "Content-Encoding": "aes128gcm",
+        }
+        try:
+            answer = post(self.session, subscription.endpoint, data=body, headers=headers, timeout=timeout,
+                          deadline=deadline)
+        except (DeadlineExceeded, requests.Timeout):
             return PushResult("retry", None, "timeout")
         except requests.ConnectionError as e:
             reason = getattr(e.args[0], "reason", None) if e.args else None
             if isinstance(reason, BlockedAddress):
-                return PushResult("failed", None, "endpoint resolves to a non-public address")
+                return PushResult("failed", None, f"endpoint not allowed: {reason.message}")
             return PushResult("retry", None, "connection failed")
         except requests.RequestException as e:
             return PushResult("retry", None, f"request failed: {type(e).__name__}")
-        except (WebPushException, ValueError, TypeError) as e:
-            # Keys that pass validation but cannot be used; retrying will not help.
-            return PushResult("failed", None, f"cannot encrypt for this subscription: {type(e).__name__}")
-        return classify(response.status_code, response.headers.get("Retry-After"), response.reason or "")
+        return classify(answer.status, answer.retry_after, answer.reason)

@@ -7,9 +7,15 @@ endpoint is the dangerous part: `https://` only, at most 2 KB, no user info,
 and never a literal loopback, private, link-local or otherwise non-public
 address, nor a name that only resolves inside a network (`localhost`,
 `*.internal`, single labels). Legacy IPv4 spellings (`2130706433`,
-`0x7f.1`) are caught too, since the resolver would accept them. Names are
+`0x7f.1`) are caught too, since the resolver would accept them, and so are
+IPv6 forms that carry an IPv4 address (mapped, translated, 6to4, NAT64;
+IPv4-compatible, local-use NAT64 and Teredo are refused outright). The port
+must be 443 (or left out): the endpoints browsers get from FCM, Mozilla
+autopush, Apple and WNS never name another, and any other port would let a
+member aim our servers at, say, an SSH or SMTP listener. Names are
 not resolved here (the answer could change before we send); the fan-out's
-session checks the address it actually connects to (shared/push.py).
+session checks the address and port it actually connects to
+(shared/push_transport.py).
 Dev mode also accepts `http://` to a loopback address, so a local push
 service can receive.
 """
@@ -38,13 +44,26 @@ class InvalidSubscription(ValueError):
         self.message = message
 
 
+# The port every push service's endpoints use (none is ever written in them).
+PUSH_SERVICE_PORTS = frozenset({443})
+
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packet ends up at.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 SIIT
+# Never a public push service: deprecated IPv4-compatible (RFC 4291) and
+# local-use NAT64 (RFC 8215, the IPv4 address sits where the operator chose).
+_REFUSED_V6 = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour
-        if mapped is not None:
-            return is_public_address(mapped)
-        if ip.teredo is not None:
+        if ip.teredo is not None or any(ip in net for net in _REFUSED_V6):
             return False
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and (ip in _NAT64 or ip in _IPV4_TRANSLATED):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_public_address(embedded)
     return ip.is_global and not ip.is_multicast
 
 
@@ -99,6 +118,8 @@ def validate_endpoint(endpoint: str, *, dev_mode: bool) -> str:
         return endpoint
     if scheme != "https":
         raise bad("The endpoint must be an https:// URL." + (" (http:// is accepted for loopback in dev mode.)" if dev_mode else ""))
+    if port is not None and port not in PUSH_SERVICE_PORTS:
+        raise bad("The endpoint must use the standard https port (443).")
     if ip is not None:
         if not is_public_address(ip):
             raise bad("The endpoint must not point at a loopback, private, link-local or reserved address.")

@@ -14,6 +14,8 @@ Answers {simPodId, roomName, expiresAt, connectionTokens: [{identity, role: "gui
 from __future__ import annotations
 
 import time
+from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +26,7 @@ from shared.config import get_settings
 from shared.errors import ApiError
 from shared.http import JsonApp, Request, Response, iso_utc
 from shared.lambda_adapter import lambda_handler
+from shared.observability import count
 from shared.ranks import sim_pod_grants
 
 
@@ -31,6 +34,27 @@ class AcceptRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     requestId: UUID
+
+
+class ConnectionToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    identity: UUID
+    role: Literal["guide"]
+    token: str
+
+
+class AcceptResponse(BaseModel):
+    """The pod is open; the guide's token is here, the cadet fetches theirs from livekit-token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    simPodId: str
+    roomName: str
+    requestId: UUID
+    expiresAt: datetime
+    serverUrl: str
+    connectionTokens: list[ConnectionToken]
 
 
 def _refusal(result: dict) -> ApiError:
@@ -63,8 +87,8 @@ def accept_request(request: Request) -> Response:
         raise _refusal(pod)
 
     guide = pod["guide"]
-    # The token never outlives the pod.
-    ttl = max(1, min(settings.LIVEKIT_TOKEN_TTL_SECONDS, int(pod["expiresAt"]) - int(time.time())))
+    # Short, and never past the pod: to rejoin later the guide asks livekit-token, which checks the pod is live.
+    ttl = livekit_tokens.sim_pod_token_ttl(settings.LIVEKIT_TOKEN_TTL_SECONDS, int(pod["expiresAt"]) - int(time.time()))
     token, _ = livekit_tokens.mint_participant_token(
         api_key=settings.LIVEKIT_API_KEY or "",
         api_secret=settings.LIVEKIT_API_SECRET.get_secret_value() if settings.LIVEKIT_API_SECRET else "",
@@ -72,9 +96,11 @@ def accept_request(request: Request) -> Response:
         room=pod["roomName"],
         grants=sim_pod_grants(guide["rank"]),
         ttl_seconds=ttl,
-        name=guide.get("callsign") or None,
+        name=livekit_tokens.display_name(guide, caller.user_id),
         metadata={"userId": caller.user_id, "rank": guide["rank"]},
+        room_config=livekit_tokens.sim_pod_room_config(),
     )
+    count("TokensMinted", function="academy-accept")
     return Response(200, {
         "simPodId": pod["simPodId"],
         "roomName": pod["roomName"],

@@ -9,6 +9,7 @@ cadet, gets an ACADEMY_REQUEST notification. All one SQL call
 
 from __future__ import annotations
 
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +26,15 @@ class AcademyRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     skillId: UUID
+
+
+class AcademyRequestCreated(BaseModel):
+    """The request is open; every guide certified for the skill was notified."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requestId: UUID
+    status: Literal["PENDING"]
 
 
 def _refusal(result: dict) -> ApiError:

@@ -2,6 +2,8 @@
 
 POST {roomName, participantName} with `Authorization: Bearer <Supabase token>`.
 Identity is the verified token's `sub`; rank is read from the database now.
+The name others see is the member's callsign: participantName is accepted
+(the runbook sends it) but never shown, so nobody can pose as someone else.
 A room that is a sim pod admits only its cadet and guide while it is live.
 A net's answer also carries a token for each bridged net the caller may
 join, under that net's own thresholds. One SQL round trip decides it all.
@@ -9,9 +11,12 @@ join, under that net's own thresholds. One SQL round trip decides it all.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from shared import db, livekit_tokens
 from shared.auth import authenticate, get_verifier
@@ -19,6 +24,7 @@ from shared.config import get_settings
 from shared.errors import ApiError
 from shared.http import JsonApp, Request, Response, iso_utc
 from shared.lambda_adapter import lambda_handler
+from shared.observability import count
 from shared.ranks import VoiceGrants, is_brigged, net_grants, sim_pod_grants
 
 
@@ -28,7 +34,42 @@ class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     roomName: str = Field(min_length=1, max_length=128)
+    # Still validated for the runbook's curl, but the LiveKit name comes from the profile.
     participantName: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+# Response models: the contract in openapi.json (nexus/openapi.py); the handler builds the dicts itself.
+class GrantsOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    canJoin: bool
+    canSubscribe: bool
+    canPublish: bool
+    canPublishData: bool
+
+
+class BridgedNetToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    netId: UUID
+    roomName: str
+    token: str
+    grants: GrantsOut
+
+
+class TokenResponse(BaseModel):
+    """A token for the room and one for each bridged net the caller may join."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str
+    serverUrl: str
+    identity: UUID
+    roomName: str
+    expiresAt: datetime
+    grants: GrantsOut
+    bridges: list[BridgedNetToken]
+    simPodId: SkipJsonSchema[None] | str = Field(None, description="Present when the room is a sim pod's.")
 
 
 def _grants_on(rank: str, net: dict[str, Any]) -> VoiceGrants:
@@ -62,7 +103,7 @@ def issue_token(request: Request) -> Response:
     if pod is not None:
         # A pod's room is checked before any net: no net may borrow its name.
         grants, seconds_left = _sim_pod_grants(caller.user_id, rank, pod)
-        room, ttl = pod["room_name"], min(ttl, seconds_left)
+        room, ttl = pod["room_name"], livekit_tokens.sim_pod_token_ttl(ttl, seconds_left)
     else:
         if net is None:
             raise ApiError("NOT_FOUND", f"There is no voice net named {body.roomName!r}.")
@@ -83,8 +124,9 @@ def issue_token(request: Request) -> Response:
             room=room_name,
             grants=room_grants,
             ttl_seconds=ttl,
-            name=body.participantName or profile.get("callsign") or None,
+            name=livekit_tokens.display_name(profile, caller.user_id),
             metadata={"userId": caller.user_id, "rank": rank},
+            room_config=livekit_tokens.sim_pod_room_config() if pod is not None else None,
         )
 
     token, expires_at = mint(room, grants)
@@ -108,6 +150,7 @@ def issue_token(request: Request) -> Response:
                 "token": mint(other["code"], other_grants)[0],
                 "grants": other_grants.as_response(),
             })
+    count("TokensMinted", 1 + len(answer["bridges"]), function="livekit-token")
     return Response(200, answer)
 
 

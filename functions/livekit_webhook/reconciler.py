@@ -1,9 +1,13 @@
 """Stale-presence reconciler (scheduled): asks LiveKit who is really there.
 
 For each room with open presence older than PRESENCE_RECONCILE_AFTER_SECONDS
-(or a room row never finished), LiveKit's RoomService lists the participants:
-- sids LiveKit does not list are closed (left_reason absent_in_livekit);
-- a room LiveKit does not know is closed entirely and its livekit_rooms row
+(or a room row never finished), least recently asked first, LiveKit's
+RoomService says whether the room exists (one ListRooms for the batch) and,
+for the rooms it lists, who is in them (ListParticipants):
+- sids LiveKit does not list are closed (left_reason absent_in_livekit); an
+  empty list closes everyone, but only ListRooms can say a room is gone
+  (LiveKit answers ListParticipants for an unknown room with an empty list);
+- a room ListRooms does not list is closed entirely and its livekit_rooms row
   finished (room_not_found);
 - if LiveKit gives no answer (down, timeout, refused key), nothing is closed
   except sessions older than PRESENCE_MAX_AGE_SECONDS (max_age_exceeded).
@@ -24,16 +28,17 @@ from shared.livekit_rooms import LiveKitError, RoomNotFound, RoomServiceClient
 log = logging.getLogger("nexus.livekit_webhook.reconciler")
 
 
-def run(rooms: RoomServiceClient | None = None) -> dict[str, Any]:
+def run(rooms: RoomServiceClient | None = None, *, batch: int = 500) -> dict[str, Any]:
     settings = get_settings().require("database", "livekit")
-    stale = db.call("livekit_presence_stale_rooms", p_older_than_seconds=settings.PRESENCE_RECONCILE_AFTER_SECONDS)
+    stale = db.call("livekit_presence_stale_rooms", p_older_than_seconds=settings.PRESENCE_RECONCILE_AFTER_SECONDS,
+                    p_limit=batch)
     summary = {"rooms": len(stale), "closed": 0, "roomsFinished": 0, "unanswered": 0}
     if not stale:
         return summary
     rooms = rooms or RoomServiceClient.from_settings()
     names = [r["room"] for r in stale]
     checked_at = datetime.now(timezone.utc).isoformat()
-    answers = rooms.participants_by_room(names)
+    answers = rooms.presence_by_room(names)
     failure: LiveKitError | None = None
     for room in names:
         answer = answers[room]

@@ -4,7 +4,9 @@ Scheduled every minute (template.yaml) as the safety net behind
 handle-rescue-request's inline delivery; it also picks up retries whose
 backoff ran out, leases left behind by a worker that died, and anything
 other producers (the academy) queued with a plain INSERT. Overlapping runs
-are safe: see functions/notifications/delivery.py.
+are safe: see functions/notifications/delivery.py. After each pass it
+forgets finished deliveries, and notifications read or finished, older than
+PUSH_RETENTION_DAYS.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from typing import Any
 
 from functions.notifications.delivery import get_fanout
+from shared import db
 from shared.config import get_settings
 
 log = logging.getLogger("nexus.push.fanout")
@@ -23,10 +26,13 @@ log = logging.getLogger("nexus.push.fanout")
 _RESERVE_SECONDS = 5.0
 
 
-def run(budget_seconds: float = 50.0) -> dict[str, Any]:
+def run(budget_seconds: float = 50.0, *, purge: bool = True) -> dict[str, Any]:
     settings = get_settings().require("database", "vapid")
-    summary = get_fanout(settings).drain(deadline=time.monotonic() + budget_seconds)
-    return summary.as_dict()
+    summary = get_fanout(settings).drain(deadline=time.monotonic() + budget_seconds).as_dict()
+    if purge:
+        # Bounded per call (see the SQL function), so it fits the reserve below.
+        summary["purged"] = db.call("push_purge_finished", p_older_than_days=settings.PUSH_RETENTION_DAYS)
+    return summary
 
 
 def handler(event: dict, context: Any) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 POST `{location, flareType: MEDICAL|COMBAT}`, scout and above. One SQL
 function checks rank (from the database, now) and the per-member rate limit,
 then writes the flare and one notification per responder. Delivery then
-starts at once, inline: this flare's deliveries are sent concurrently for at
-most PUSH_INLINE_BUDGET_SECONDS; whatever is left (slow or failing push
-services) the scheduled fan-out finishes. The inline path is the same claim
+starts at once, inline: this flare's deliveries are sent concurrently, and
+every send ends within PUSH_INLINE_BUDGET_SECONDS of the flare being stored,
+however slowly a push service answers; whatever is left (slow or failing
+push services) the scheduled fan-out finishes. The inline path is the same claim
 / send / report as the worker, so the two never send one delivery twice.
 docs/decisions.md ("Rescue flares are delivered inline") has the measurements.
 """
@@ -16,6 +17,7 @@ import logging
 import os
 import time
 from typing import Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -29,6 +31,7 @@ from shared.config import get_settings
 from shared.errors import ApiError
 from shared.http import JsonApp, Request, Response
 from shared.lambda_adapter import lambda_handler
+from shared.observability import count
 
 log = logging.getLogger("nexus.push.rescue")
 
@@ -47,6 +50,18 @@ class FlareBody(BaseModel):
         if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in v):
             raise ValueError("location must not contain control characters")
         return v
+
+
+class FlareLaunched(BaseModel):
+    """The flare is stored and its pushes queued; `devicesReached` were delivered before this answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flareId: UUID
+    status: Literal["FLARE_LAUNCHED"]
+    respondersQueued: int = Field(ge=0)
+    devicesQueued: int = Field(ge=0)
+    devicesReached: int = Field(ge=0)
 
 
 def launch_flare(request: Request) -> Response:
@@ -84,15 +99,19 @@ def _deliver_now(notification_ids: list[str], settings: Any) -> int:
     budget = settings.PUSH_INLINE_BUDGET_SECONDS
     if budget <= 0 or not notification_ids:
         return 0
-    # Timeouts shrink to the budget so the member waits at most about twice it.
+    # Every send ends by the deadline whatever the push service does (the
+    # watchdog in shared/push_transport.py), so the member waits the budget
+    # at most, plus the last report's round trip.
     timeout = (min(settings.PUSH_CONNECT_TIMEOUT_SECONDS, budget), min(settings.PUSH_READ_TIMEOUT_SECONDS, budget))
     try:
-        summary = get_fanout(settings).drain(deadline=time.monotonic() + budget + sum(timeout),
+        summary = get_fanout(settings).drain(deadline=time.monotonic() + budget,
                                              notification_ids=notification_ids, timeout=timeout)
     except Exception:
         log.exception("inline flare delivery failed; the scheduled fan-out will deliver",
                       extra={"function": "handle-rescue-request"})
         return 0
+    for name, key in (("PushSent", "sent"), ("PushRetried", "retry"), ("PushFailed", "failed"), ("PushGone", "gone")):
+        count(name, summary.outcomes.get(key, 0), function="handle-rescue-request")
     return summary.outcomes.get("sent", 0)
 
 

@@ -10,7 +10,7 @@ shared/push_subscriptions.py for what an acceptable endpoint is.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,6 +60,23 @@ class UnsubscribeBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     endpoint: str = Field(min_length=1, max_length=4096)
+
+
+class Subscribed(BaseModel):
+    """The subscription is stored for the caller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    success: Literal[True]
+
+
+class Unsubscribed(BaseModel):
+    """DELETE's body: `removed` is false when the caller had no such subscription."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    success: Literal[True]
+    removed: bool
 
 
 def _invalid(e: InvalidSubscription) -> ApiError:

@@ -55,15 +55,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from nexus import migrate
 
     url = _url(args)
+    allow = args.allow_transaction_pooler
+    try:
+        migrate.check_session_url(url, allow_transaction_pooler=allow)
+    except MigrationError as e:
+        raise UsageError(str(e)) from None
     if args.with_shim:
-        migrate.apply_shim(url)
+        migrate.apply_shim(url, allow_transaction_pooler=allow)
     else:
         with psycopg.connect(url, connect_timeout=10) as conn:
             bare = conn.execute("SELECT to_regrole('service_role') IS NULL OR to_regprocedure('auth.uid()') IS NULL")
             if bare.fetchone()[0]:
                 raise UsageError("this database lacks what Supabase provides (API roles, auth.uid()); "
                                  "for a local database pass --with-shim to create them first")
-    applied = migrate.migrate(url, args.dir)
+    applied = migrate.migrate(url, args.dir, allow_transaction_pooler=allow)
     print(f"{len(applied)} migration(s) applied; the database is up to date")
     return EXIT_OK
 
@@ -126,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
     m = common(sub.add_parser("migrate", help="apply pending migrations"))
     m.add_argument("--with-shim", action="store_true",
                    help="create the Supabase platform objects first (local databases only)")
+    m.add_argument("--allow-transaction-pooler", action="store_true",
+                   help="run even on port 6543 (refused by default: Supabase's transaction pooler "
+                        "cannot hold the runner's lock)")
     m.set_defaults(func=cmd_migrate)
 
     v = common(sub.add_parser("verify", help="diff the database against the replayed migrations"))

@@ -102,6 +102,7 @@ def test_the_academy_functions_are_not_callable_by_the_api_roles(sql):
         for call in ("public.academy_accept(NULL::uuid, NULL::uuid, 1, 1)",
                      "public.academy_request_create(NULL::uuid, NULL::uuid, 1)",
                      "public.net_bridge(NULL::uuid, NULL::uuid, NULL::uuid, 'link')",
-                     "public.academy_expiry_sweep(1, 1)", "public.sim_pod_end('x', 'EXPIRED')"):
+                     "public.academy_expiry_sweep(1, 1)", "public.sim_pod_end('x', 'EXPIRED')",
+                     "public.sim_pod_room_deleted('x', 1)"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 as_role(sql, role, str(uuid.uuid4()), f"SELECT {call}")

@@ -184,3 +184,56 @@ def test_bridges_are_direct_only_and_follow_unlink(client, sql):
 def test_a_net_without_bridges_answers_an_empty_list(client, sql):
     reply = client.post({"roomName": sql.net()}, sql.member("scout").auth())
     assert reply.json["bridges"] == []
+
+
+# --- what the token lets a member do and show -----------------------------------
+
+# Given a member who may talk, when they get a token, then LiveKit may take
+# only their microphone: no camera, no screen share.
+def test_a_talking_member_may_publish_the_microphone_only(client, sql):
+    from livekit.protocol.models import TrackSource
+
+    reply = client.post({"roomName": sql.net("vagrant", "vagrant", "scout")}, sql.member("scout").auth())
+    claims = verify_livekit(reply.json["token"])
+    assert claims.video.can_publish is True
+    assert claims.video.can_publish_sources == [TrackSource.Name(TrackSource.MICROPHONE).lower()] == ["microphone"]
+
+
+def test_a_listener_gets_no_publish_sources(client, sql):
+    reply = client.post({"roomName": sql.net("vagrant", "vagrant", "founder")}, sql.member("scout").auth())
+    claims = verify_livekit(reply.json["token"])
+    assert claims.video.can_publish is False and claims.video.can_publish_sources is None
+
+
+# Given two members, when one sends the other's callsign as participantName,
+# then the name LiveKit shows is still the sender's own callsign.
+def test_participant_name_cannot_impersonate_another_member(client, sql):
+    room = sql.net()
+    sql.member("founder", callsign="Commander")
+    me = sql.member("scout", callsign="Rookie")
+    reply = client.post({"roomName": room, "participantName": "Commander"}, me.auth())
+    assert reply.status == 200, reply
+    assert verify_livekit(reply.json["token"]).name == "Rookie"
+
+
+def test_a_member_without_callsign_is_named_from_their_profile(client, sql):
+    me = sql.member("voyager")
+    reply = client.post({"roomName": sql.net(), "participantName": "Commander"}, me.auth())
+    assert verify_livekit(reply.json["token"]).name == f"Voyager {me.id[:8]}"
+
+
+def test_control_characters_in_a_callsign_do_not_reach_livekit(client, sql):
+    me = sql.member("scout", callsign="Ace\n\u202eeci\tAdmin")
+    reply = client.post({"roomName": sql.net()}, me.auth())
+    assert verify_livekit(reply.json["token"]).name == "Ace eci Admin"
+
+
+def test_bridged_net_tokens_carry_the_same_name_and_sources(client, sql):
+    a, b = sql.net(), sql.net()
+    _bridge(sql, a, b)
+    me = sql.member("scout", callsign="Relay")
+    reply = client.post({"roomName": a, "participantName": "Someone"}, me.auth())
+    [bridge] = reply.json["bridges"]
+    claims = verify_livekit(bridge["token"])
+    assert claims.name == "Relay" and claims.video.can_publish_sources == ["microphone"]
+    assert claims.room_config is None  # nets keep LiveKit's default room lifecycle

@@ -171,6 +171,15 @@ MATRIX: dict[str, Table] = {
         update="room_name = 'renamed'",
         allowed=_service_only(),
     ),
+    "nexus_private.livekit_reconcile_checks": Table(
+        key=("room_name",),
+        row=lambda a: (a.one("INSERT INTO nexus_private.livekit_reconcile_checks (room_name, checked_at) "
+                             "VALUES (%s, now()) RETURNING room_name", (f"matrix-{uuid.uuid4().hex[:10]}",)),),
+        insert=lambda a: ("INSERT INTO nexus_private.livekit_reconcile_checks (room_name, checked_at) "
+                          "VALUES (%s, now())", (f"matrix-{uuid.uuid4().hex[:10]}",)),
+        update="checked_at = now() - interval '1 minute'",
+        allowed=_service_only(),
+    ),
     "public.voice_presence": Table(
         key=("id",),
         row=lambda a: (a.one("INSERT INTO public.voice_presence (room_name, participant_identity, participant_sid, "

@@ -51,6 +51,7 @@ def setup(env, own_database, db, livekit):
     from shared import db as shared_db
 
     db.execute("UPDATE public.sim_pods SET ended_at = now(), end_reason = 'CANCELLED' WHERE ended_at IS NULL")
+    db.execute("UPDATE public.sim_pods SET room_delete_due_at = NULL WHERE room_delete_due_at IS NOT NULL")
     db.execute("UPDATE public.instruction_requests SET status = 'CANCELLED', closed_at = now() "
                "WHERE status IN ('PENDING', 'ACCEPTED')")
 
@@ -243,8 +244,10 @@ def test_room_finished_webhook_ends_the_pod_early(setup, db, livekit, started_fi
 
     assert Client(token_app).post({"roomName": pod["room"]}, pod["guide"].auth()).status == 403
     expire(db, pod)
-    assert run_expiry()["podsDue"] == 0
-    assert livekit.calls_to("DeleteRoom") == []
+    summary = run_expiry()
+    # the pod is not due again; its (already closed) room gets the delete every ended pod gets
+    assert summary["podsDue"] == 0 and summary["roomsDue"] == 1 and summary["roomsDeleted"] == 1
+    assert [c.room for c in livekit.calls_to("DeleteRoom")] == [pod["room"]]
 
 
 def test_room_finished_for_a_voice_net_touches_no_pod(setup, db, livekit):
@@ -260,5 +263,98 @@ def test_the_scheduled_entry_point_runs_one_pass(setup, db, livekit):
     pod = open_pod(db)
     expire(db, pod)
     summary = handler({"source": "aws.scheduler"}, None)
-    assert summary == {"requestsExpired": 0, "podsDue": 1, "podsEnded": 1, "podsDeferred": 0}
+    assert summary == {"requestsExpired": 0, "podsDue": 1, "podsEnded": 1, "podsDeferred": 0,
+                       "roomsDue": 0, "roomsDeleted": 0, "roomsDeferred": 0}
     assert state(db, pod)["ended"] is True
+
+
+# --- rooms of pods that ended -----------------------------------------------------
+
+def later(db, pod: dict, minutes: int) -> None:
+    """Move the pod's whole history `minutes` into the past, as if that much time went by."""
+    db.execute("UPDATE public.sim_pods SET created_at = created_at - make_interval(mins => %(m)s), "
+               "expires_at = expires_at - make_interval(mins => %(m)s), "
+               "ended_at = ended_at - make_interval(mins => %(m)s), "
+               "room_deleted_at = room_deleted_at - make_interval(mins => %(m)s), "
+               "room_delete_due_at = room_delete_due_at - make_interval(mins => %(m)s) WHERE id = %(id)s",
+               {"m": minutes, "id": pod["id"]})
+
+
+def deletes(livekit) -> list[tuple[str, int]]:
+    return [(c.room, c.status) for c in livekit.calls_to("DeleteRoom")]
+
+
+# Given a pod LiveKit closed early (room_finished), when a member joins its
+# room again with a token minted before the end (LiveKit re-creates the room),
+# then the next run deletes that room, and once every such token has lapsed a
+# last delete closes it for good; after that LiveKit is not asked again.
+def test_a_room_reopened_after_an_early_end_is_deleted(setup, db, livekit):
+    pod = open_pod(db)
+    assert webhook(room_event("room_finished", pod["room"], "RM_first")) == 200
+    assert state(db, pod)["ended"] is True
+    livekit.add_participant(pod["room"], pod["cadet"].id)  # the cadet's earlier token still opens it
+
+    summary = run_expiry()
+    assert summary["roomsDue"] == 1 and summary["roomsDeleted"] == 1 and summary["roomsDeferred"] == 0
+    assert deletes(livekit) == [(pod["room"], 200)] and pod["room"] not in livekit.rooms
+    assert run_expiry()["roomsDue"] == 0  # not due again while tokens may still open it
+
+    livekit.add_participant(pod["room"], pod["guide"].id)  # the guide comes back with a LiveKit-refreshed token
+    later(db, pod, 12)  # every token minted or refreshed before the end has lapsed
+    assert run_expiry()["roomsDeleted"] == 1
+    assert deletes(livekit)[-1] == (pod["room"], 200) and pod["room"] not in livekit.rooms
+
+    later(db, pod, 60)
+    assert run_expiry()["roomsDue"] == 0
+    assert len(deletes(livekit)) == 2
+    assert db.execute("SELECT room_deleted_at IS NOT NULL, room_delete_due_at FROM public.sim_pods WHERE id = %s",
+                      (pod["id"],)) == [(True, None)]
+
+
+# Given an early-ended pod whose room must be deleted, when LiveKit is down,
+# then the delete stays due and is recorded only once LiveKit confirms it.
+@pytest.mark.parametrize("outage", ["refuse", "503"])
+def test_with_livekit_down_an_ended_pods_room_stays_due(setup, db, livekit, outage):
+    pod = open_pod(db)
+    assert webhook(room_event("room_finished", pod["room"], "RM_x")) == 200
+    livekit.add_participant(pod["room"], pod["cadet"].id)
+    livekit.set_down(outage)
+
+    summary = run_expiry()
+    assert summary["roomsDue"] == 1 and summary["roomsDeleted"] == 0 and summary["roomsDeferred"] == 1
+    assert db.one("SELECT room_deleted_at FROM public.sim_pods WHERE id = %s", (pod["id"],)) is None
+
+    livekit.set_down(None)
+    assert run_expiry()["roomsDeleted"] == 1
+    assert pod["room"] not in livekit.rooms
+
+
+# Given a pod past expiry, when the schedule deletes its room and ends it,
+# then one more delete follows once tokens LiveKit refreshed for its members
+# have lapsed, and none after that.
+def test_an_expired_pods_room_is_deleted_again_after_the_token_window(setup, db, livekit):
+    pod = open_pod(db)
+    expire(db, pod)
+    livekit.add_participant(pod["room"], pod["cadet"].id)
+
+    first = run_expiry()
+    assert first["podsEnded"] == 1 and first["roomsDue"] == 0
+    assert run_expiry()["roomsDue"] == 0
+    later(db, pod, 12)
+    assert run_expiry()["roomsDeleted"] == 1
+    assert [room for room, _ in deletes(livekit)] == [pod["room"], pod["room"]]
+    later(db, pod, 60)
+    assert run_expiry()["roomsDue"] == 0 and len(deletes(livekit)) == 2
+
+
+# Given more ended pods than one run handles, when the schedule runs, then it
+# deletes a batch and leaves the rest for the next run.
+def test_room_deletes_are_batched(setup, db, livekit):
+    setup.setenv("SIM_POD_EXPIRY_BATCH", "2")
+    refresh_settings()
+    pods = [open_pod(db) for _ in range(3)]
+    for i, pod in enumerate(pods):
+        assert webhook(room_event("room_finished", pod["room"], f"RM_{i}")) == 200
+    assert run_expiry()["roomsDeleted"] == 2
+    assert run_expiry()["roomsDeleted"] == 1
+    assert sorted(room for room, _ in deletes(livekit)) == sorted(p["room"] for p in pods)

@@ -94,3 +94,49 @@ def test_no_voice_net_can_take_a_pod_room_name(sql):
 
     with pytest.raises(psycopg.errors.CheckViolation):
         sql.net(code=f"sim-pod-{uuid.uuid4().hex}")
+
+
+# --- a pod's tokens are short-lived and shape its room --------------------------
+
+def _lifetime(token: str) -> int:
+    claims = pyjwt.decode(token, options={"verify_signature": False})
+    return claims["exp"] - claims["nbf"]
+
+
+# Given a pod with two hours left, when its cadet asks for a token, then the
+# token only lets them join for the next few minutes (the net TTL is an hour):
+# once the pod ends, nothing minted earlier opens its room for long.
+def test_a_pod_token_is_short_lived_even_with_hours_left(token_client, pod):
+    from shared.livekit_tokens import SIM_POD_TOKEN_TTL_SECONDS
+
+    reply = token_client.post({"roomName": pod["room"]}, pod["cadet"].auth())
+    assert _lifetime(reply.json["token"]) == SIM_POD_TOKEN_TTL_SECONDS <= 300
+
+
+def test_the_guides_accept_token_is_short_lived_too(env, sql):
+    from functions.academy.accept import app as accept_app
+    from functions.academy.request import app as request_app
+
+    skill = str(sql.one("INSERT INTO public.skills (name) VALUES (%s) RETURNING id", (f"Pod {uuid.uuid4().hex[:8]}",)))
+    cadet, guide = sql.member("scout"), sql.member("voyager")
+    sql.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (guide.id, skill))
+    rid = Client(request_app).post({"skillId": skill}, cadet.auth()).json["requestId"]
+    body = Client(accept_app).post({"requestId": rid}, guide.auth()).json
+    assert _lifetime(body["connectionTokens"][0]["token"]) <= 300
+
+
+# Given a pod, when either member gets a token, then the room LiveKit creates
+# on their join stays open 5 minutes after everyone left (LiveKit's default is
+# 20 s), so one dropped connection does not end a two-hour pod via room_finished.
+def test_pod_tokens_ask_livekit_to_keep_the_empty_room_open(token_client, pod):
+    reply = token_client.post({"roomName": pod["room"]}, pod["cadet"].auth())
+    config = verify(reply.json["token"]).room_config
+    assert config is not None and config.departure_timeout == 300 and config.empty_timeout == 300
+
+
+def test_pod_tokens_publish_the_microphone_only_and_name_the_member(token_client, sql, pod):
+    sql.execute("UPDATE public.profiles SET callsign = 'Cadet Kay' WHERE id = %s", (pod["cadet"].id,))
+    sql.execute("UPDATE public.profiles SET rank = 'scout' WHERE id = %s", (pod["cadet"].id,))
+    reply = token_client.post({"roomName": pod["room"], "participantName": "Guide"}, pod["cadet"].auth())
+    claims = verify(reply.json["token"])
+    assert claims.name == "Cadet Kay" and claims.video.can_publish_sources == ["microphone"]

@@ -207,7 +207,7 @@ def test_psycopg_transport_reconnects_after_its_connection_was_killed(database_u
     try:
         assert transport.call("livekit_token_context", p_user_id=member.id, p_room=room)["net"]["code"] == room
         pid = transport._local.conn.info.backend_pid
-        sql.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        sql.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))  # returns once it is gone
         assert transport.call("livekit_token_context", p_user_id=member.id, p_room=room)["net"]["code"] == room
         assert transport._local.conn.info.backend_pid != pid
     finally:

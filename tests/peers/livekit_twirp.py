@@ -12,7 +12,11 @@ a LiveKit server checks and nothing is stubbed on the client side:
   server does -> 403 `permission_denied`: ListRooms needs `roomList`,
   CreateRoom/DeleteRoom need `roomCreate`, participant methods need
   `roomAdmin` with `room` equal to the request's room;
-- unknown room -> 404 `not_found` (ListParticipants, DeleteRoom, RemoveParticipant).
+- unknown rooms as livekit-server answers them (pkg/service/roomservice.go
+  with its LocalStore/RedisStore): ListParticipants -> an empty list, exactly
+  as for an empty room (only ListRooms tells a room is gone); DeleteRoom ->
+  404 `not_found` ("requested room does not exist"); RemoveParticipant ->
+  404 `not_found` ("participant does not exist").
 
 Usage:
 
@@ -242,18 +246,19 @@ class LiveKitTwirpFake:
         if method == "CreateRoom":
             return self._room_message(self.add_room(req.name, metadata=req.metadata), models)
         room = self.rooms.get(req.room)
-        if room is None:
-            raise _TwirpError(404, "not_found", "requested room does not exist")
-        if method == "DeleteRoom":
-            del self.rooms[req.room]
-            return proto.DeleteRoomResponse()
         if method == "ListParticipants":
+            # the store keeps participants per room name: none kept, an empty answer
             return proto.ListParticipantsResponse(participants=[
                 models.ParticipantInfo(sid=p.sid, identity=p.identity, name=p.name, metadata=p.metadata,
                                        joined_at=p.joined_at, state=models.ParticipantInfo.State.ACTIVE)
-                for p in room.participants.values()])
+                for p in (room.participants.values() if room else ())])
+        if method == "DeleteRoom":
+            if room is None:
+                raise _TwirpError(404, "not_found", "requested room does not exist")
+            del self.rooms[req.room]
+            return proto.DeleteRoomResponse()
         # RemoveParticipant
-        for sid, p in list(room.participants.items()):
+        for sid, p in list(room.participants.items() if room else ()):
             if p.identity == req.identity:
                 del room.participants[sid]
                 return proto.RemoveParticipantResponse()

@@ -14,7 +14,8 @@ secret, as `PushManager.subscribe()` creates them, and gets an endpoint
   and records the plaintext with its headers and claims;
 - answers what the test scripted for that device: a queue of statuses
   (201, 404, 410, 429 + Retry-After, 5xx, or a delay to provoke timeouts),
-  then 201 once the script is used up.
+  then 201 once the script is used up; or a trickled answer, one byte at a
+  time, as a hostile or broken service would send it.
 
 Run standalone for the bench: `python -m tests.peers.push_service` prints its
 origin; POST /_devices {"count": n} registers devices, POST /_latency
@@ -87,6 +88,13 @@ class Reply:
     status: int = 201
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # > 0: answer one byte every `trickle` seconds for up to `trickle_for`
+    # seconds, in the headers (the answer never completes) or, after whole
+    # headers announcing a large body, in the body. A client that hangs up
+    # is recorded in `hung_up`. The push is not recorded as received.
+    trickle: float = 0.0
+    trickle_in: str = "headers"
+    trickle_for: float = 30.0
 
 
 class _Server(ThreadingHTTPServer):
@@ -107,6 +115,8 @@ class PushService(LoopbackServer):
         self.received: list[Received] = []
         self.rejected: list[tuple[str, int, str]] = []  # (device id, status, reason)
         self.requests = 0
+        self.connections = 0  # TCP connections accepted (keep-alive reuse shows here)
+        self.hung_up: list[tuple[str, float]] = []  # (device id, seconds into a trickled answer)
         self._scripts: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
 
@@ -156,7 +166,9 @@ class PushService(LoopbackServer):
             queue = self._scripts.get(device_id)
             return queue.pop(0) if queue else Reply(201)
 
-    def handle_push(self, device_id: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], str]:
+    def handle_push(self, device_id: str, headers: dict[str, str],
+                    body: bytes) -> tuple[int, dict[str, str], str] | Reply:
+        """The answer, or the Reply itself when it is to be trickled."""
         with self._lock:
             self.requests += 1
             device = self.devices.get(device_id)
@@ -177,6 +189,8 @@ class PushService(LoopbackServer):
             return 400, {}, "decryption failed"
 
         reply = self._next_reply(device_id)
+        if reply.trickle:
+            return reply
         if reply.delay:
             time.sleep(reply.delay)
         if self.latency:
@@ -273,14 +287,37 @@ class _Refused(Exception):
 class _Handler(QuietHandler):
     peer: PushService
 
+    def setup(self) -> None:
+        super().setup()
+        with self.peer._lock:
+            self.peer.connections += 1
+
     def do_POST(self) -> None:
         body = self.read_body()
         if self.path.startswith("/push/"):
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, extra, text = self.peer.handle_push(self.path[len("/push/"):], headers, body)
+            answer = self.peer.handle_push(self.path[len("/push/"):], headers, body)
+            if isinstance(answer, Reply):
+                self._trickle(self.path[len("/push/"):], answer)
+                return
+            status, extra, text = answer
         else:
             status, extra, text = self.peer.control("POST", self.path, body)
         self.reply(status, text.encode(), "text/plain", extra)
+
+    def _trickle(self, device_id: str, reply: Reply) -> None:
+        self.close_connection = True
+        started = time.monotonic()
+        head = f"HTTP/1.1 {reply.status} Created\r\n"
+        head += "X-Pad: " if reply.trickle_in == "headers" else "Content-Length: 1000000\r\n\r\n"
+        try:
+            self.wfile.write(head.encode())
+            while time.monotonic() - started < reply.trickle_for and self.peer._server is not None:
+                time.sleep(reply.trickle)
+                self.wfile.write(b"a")
+        except OSError:  # the client gave up on us
+            with self.peer._lock:
+                self.peer.hung_up.append((device_id, time.monotonic() - started))
 
     def do_GET(self) -> None:
         status, extra, text = self.peer.control("GET", self.path, b"")

@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 
+import jwt
 import pytest
 
 from shared import auth, config
@@ -178,6 +179,26 @@ def test_supabase_api_keys_are_not_user_tokens(client, target, role):
     assert_401(ask(client, target, f"Bearer {api_key}"))
     # ... and not even with a member's sub and the right audience grafted on.
     assert_401(ask(client, target, f"Bearer {target[0].token(role=role)}"))
+
+
+# Given a Supabase anonymous sign-in (a real, validly signed session with role
+# "authenticated" and is_anonymous true), when it asks for a token, then it is 403
+# FORBIDDEN, not treated as a member: the token is genuine, the guest is not allowed.
+# Any value but an absent or false claim counts as anonymous.
+@pytest.mark.parametrize("value", [True, "true", 1, None], ids=["true", "string", "one", "null"])
+def test_anonymous_sign_in_is_403(client, target, jwks, es_key, value):
+    member, _ = target
+    anonymous = claims(member.id) | {"is_anonymous": value}
+    for token in (jwt.encode(anonymous, support.JWT_SECRET, algorithm="HS256"), es_key.sign(anonymous)):
+        reply = ask(client, target, f"Bearer {token}")
+        assert reply.status == 403, reply
+        assert reply.json == {"error": "FORBIDDEN",
+                              "message": "Guest sessions cannot do this; sign in with your account."}
+
+
+def test_permanent_user_with_is_anonymous_false_is_accepted(client, target):
+    member, _ = target
+    assert ask(client, target, f"Bearer {member.token(is_anonymous=False)}").status == 200
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])

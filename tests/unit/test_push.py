@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -44,7 +45,8 @@ def _keypair() -> tuple[str, str]:
     "https://web.push.apple.com/QGz",
     "https://wns2-by3p.notify.windows.com/w/?token=BQYAAA",
     "https://8.8.8.8/push",
-    "https://push.example.com:8443/x",
+    "https://push.example.com:443/x",
+    "https://[64:ff9b::808:808]/x",  # NAT64 of a public address
 ])
 def test_public_https_endpoints_are_accepted(endpoint):
     assert validate_endpoint(endpoint, dev_mode=False) == endpoint
@@ -57,6 +59,11 @@ def test_public_https_endpoints_are_accepted(endpoint):
     "https://a..b/", "https://-bad.example/", "https://example.123/", "https://fcm.googleapis.com/#frag",
     "https://fcm.googleapis.com:0/", "https://fcm.googleapis.com:99999/", "https://fcm.googleapis.com/ space",
     "https://fcm.googleapis.com/\u00e9", "//fcm.googleapis.com/", "fcm.googleapis.com/x", "https:///x",
+    # IPv6 forms carrying a private IPv4 address
+    "https://[64:ff9b::a00:1]/", "https://[64:ff9b::7f00:1]/", "https://[64:ff9b:1::a00:1]/",
+    "https://[::a00:1]/", "https://[::808:808]/", "https://[::ffff:0:a00:1]/", "https://[::ffff:a9fe:a9fe]/",
+    # any port but the push services' own
+    "https://1.1.1.1:22/x", "https://fcm.googleapis.com:8443/x", "https://push.example.com:80/x",
 ])
 def test_unsafe_or_malformed_endpoints_are_refused(endpoint):
     with pytest.raises(InvalidSubscription):
@@ -175,3 +182,119 @@ def test_production_session_refuses_a_loopback_peer_before_sending(scheme):
                              PushMessage(b'{"x":1}', ttl=60, urgency="normal", topic="t"))
     assert result.outcome == "failed" and "non-public" in (result.error or "")
     assert service.requests == 0
+
+
+@pytest.mark.parametrize("address,port,allowed", [
+    ("8.8.8.8", 443, True), ("2606:4700::1111", 443, True),
+    ("8.8.8.8", 22, False), ("8.8.8.8", 8443, False),
+    ("64:ff9b::a00:1", 443, False), ("::a00:1", 443, False), ("::ffff:10.0.0.1", 443, False),
+    ("fe80::1%eth0", 443, False),
+])
+def test_production_connections_are_checked_for_address_and_port(address, port, allowed):
+    # Given the peer a production connection actually reached (after DNS)
+    from shared.push_transport import connect_refusal
+
+    # Then only a public address on 443 may be sent to
+    assert (connect_refusal(address, port) is None) is allowed
+
+
+# --- sending against a push service that misbehaves ---------------------------
+
+def _sender(connect: float, read: float, *, public_only: bool = False):
+    from shared.push import PushSender, make_session
+
+    public, private = _keypair()
+    return PushSender(VapidHeaderCache(load_vapid_key(private, public), "mailto:ops@example.com"),
+                      make_session(2, public_only=public_only), connect_timeout=connect, read_timeout=read)
+
+
+def _send(sender, device, **kw):
+    from shared.push import PushMessage, Subscription
+
+    return sender.send(Subscription(device.endpoint, device.p256dh, device.auth),
+                       PushMessage(b'{"x":1}', ttl=60, urgency="high", topic="t"), **kw)
+
+
+def _wait_for(predicate, seconds: float = 2.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_a_service_trickling_its_answer_is_cut_off_at_the_send_deadline():
+    # Given a push service that sends one header byte every 0.1 s, forever
+    from tests.peers.push_service import PushService, Reply
+
+    with PushService(lifetime=20) as service:
+        device = service.new_device()
+        service.script(device, Reply(201, trickle=0.1))
+        sender = _sender(0.5, 0.5)
+
+        # When we send with 0.5 s connect and 0.5 s read timeouts
+        started = time.monotonic()
+        result = _send(sender, device)
+        took = time.monotonic() - started
+
+        # Then the send ends at its 1 s deadline, as a timeout to retry, and we hung up
+        assert result.outcome == "retry" and result.error == "timeout"
+        assert 0.9 <= took < 1.4, took
+        assert _wait_for(lambda: service.hung_up)
+
+
+def test_an_explicit_deadline_is_kept_even_when_the_timeouts_are_longer():
+    from tests.peers.push_service import PushService, Reply
+
+    with PushService(lifetime=20) as service:
+        device = service.new_device()
+        service.script(device, Reply(201, trickle=0.1))
+        sender = _sender(5, 5)
+        started = time.monotonic()
+        result = _send(sender, device, deadline=started + 0.6)
+        assert result.outcome == "retry" and time.monotonic() - started < 1.0
+
+
+def test_a_201_with_an_endless_body_is_sent_without_reading_the_body():
+    # Given a push service that accepts, then announces 1 MB of body and trickles it
+    from tests.peers.push_service import PushService, Reply
+
+    with PushService(lifetime=20) as service:
+        device = service.new_device()
+        service.script(device, Reply(201, trickle=0.1, trickle_in="body"))
+        sender = _sender(2, 2)
+
+        # When we send
+        started = time.monotonic()
+        result = _send(sender, device)
+
+        # Then the push counts as sent at once, and the connection is dropped
+        assert result.outcome == "sent" and result.status == 201
+        assert time.monotonic() - started < 0.5
+        assert _wait_for(lambda: service.hung_up)
+
+
+def test_honest_answers_keep_the_connection_alive():
+    from tests.peers.push_service import PushService
+
+    with PushService(lifetime=20) as service:
+        device = service.new_device()
+        sender = _sender(2, 2)
+        assert [_send(sender, device).outcome for _ in range(3)] == ["sent"] * 3
+        assert service.connections == 1 and len(service.received) == 3
+
+
+def test_a_redirect_is_not_followed():
+    # Given a push service that redirects elsewhere
+    from tests.peers.push_service import PushService, Reply
+
+    with PushService(lifetime=20) as service, PushService(lifetime=20) as elsewhere:
+        device, target = service.new_device(), elsewhere.new_device()
+        service.script(device, Reply(307, {"Location": target.endpoint}))
+
+        result = _send(_sender(2, 2), device)
+
+        # Then the redirect is a refusal, and nothing reached the other host
+        assert result.outcome == "failed" and result.status == 307
+        assert elsewhere.requests == 0

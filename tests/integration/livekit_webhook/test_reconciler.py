@@ -32,6 +32,7 @@ def only_this_tests_rows(private_sql):
     # The reconciler acts on every stale room in its database: start each test from none.
     private_sql.execute("DELETE FROM public.voice_presence")
     private_sql.execute("DELETE FROM public.livekit_rooms")
+    private_sql.execute("DELETE FROM nexus_private.livekit_reconcile_checks")
 
 
 @pytest.fixture
@@ -58,10 +59,19 @@ def rows(sql, room):
         "SELECT participant_sid, left_reason FROM public.voice_presence WHERE room_name = %s", (room,))}
 
 
-def reconcile():
+def reconcile(**kw):
     from functions.livekit_webhook import reconciler
 
-    return reconciler.run()
+    return reconciler.run(**kw)
+
+
+def leftover(deliver, room, at):
+    """A room row whose room_finished never arrived."""
+    deliver(ev.room_event("room_started", room, "RM_" + room, at))
+
+
+def finished(sql):
+    return dict(sql.execute("SELECT room_name, finished_reason FROM public.livekit_rooms"))
 
 
 def test_absent_sids_are_closed_present_ones_kept(livekit, private_sql, deliver):
@@ -106,13 +116,37 @@ def test_room_livekit_does_not_know_is_closed(livekit, private_sql, deliver):
     deliver(ev.room_event("room_started", room, "RM_" + room, STALE))
     join(deliver, room, "PA_1", STALE)
     join(deliver, room, "PA_2", STALE)
-    # When LiveKit no longer has it
+    # When LiveKit no longer has it (and, as livekit-server does, lists no participants for it)
     summary = reconcile()
     # Then every session is closed and the room is finished (the academy's trigger sees this)
     assert rows(private_sql, room) == {"PA_1": "room_not_found", "PA_2": "room_not_found"}
     assert private_sql.execute("SELECT finished_reason FROM public.livekit_rooms WHERE room_name = %s",
                                (room,)) == [("room_not_found",)]
     assert summary["roomsFinished"] == 1
+    # And ListRooms said so: its participants were never asked for; nothing of it is left to check
+    assert [(c.status, c.grants.get("roomList")) for c in livekit.calls_to("ListRooms")] == [(200, True)]
+    assert livekit.calls_to("ListParticipants") == []
+    assert private_sql.execute("SELECT room_name FROM nexus_private.livekit_reconcile_checks") == []
+    assert reconcile()["rooms"] == 0
+
+
+def test_empty_room_livekit_still_has_closes_everyone_but_not_the_room(livekit, private_sql, deliver):
+    # Given a net LiveKit keeps open while empty (its empty timeout), presence says two are on it
+    room = f"net-{uuid.uuid4().hex[:8]}"
+    leftover(deliver, room, STALE)
+    join(deliver, room, "PA_1", STALE)
+    join(deliver, room, "PA_2", STALE)
+    livekit.add_room(room)
+    # When the reconciler runs
+    summary = reconcile()
+    # Then both sessions are closed as absent, and the room, which exists, stays open
+    assert rows(private_sql, room) == {"PA_1": "absent_in_livekit", "PA_2": "absent_in_livekit"}
+    assert finished(private_sql) == {room: None}
+    assert summary["roomsFinished"] == 0
+    # Once LiveKit has closed it, the next run finishes the row
+    livekit.remove_room(room)
+    assert reconcile()["roomsFinished"] == 1
+    assert finished(private_sql) == {room: "room_not_found"}
 
 
 def test_open_room_row_without_presence_is_checked_too(livekit, private_sql, deliver):
@@ -170,3 +204,78 @@ def test_scheduled_handler(livekit, private_sql, deliver):
     room = f"net-{uuid.uuid4().hex[:8]}"
     join(deliver, room, "PA_1", STALE)
     assert reconciler.handler({"source": "aws.scheduler"}, ev.LambdaContext())["closed"] == 1
+
+
+# -- fairness: rooms that stay stale run after run never starve the others ---------------------------
+
+
+def test_leftover_room_rows_beyond_the_batch_do_not_starve_stale_presence(livekit, private_sql, deliver):
+    # Given more leftover room rows (two days old, rooms LiveKit still keeps, empty) than a run takes
+    leftovers = [f"net-left-{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+    for name in leftovers:
+        leftover(deliver, name, NOW - 2 * 86400)
+        livekit.add_room(name)
+    # ... and a net whose only member left two hours ago without LiveKit telling us
+    net = f"net-{uuid.uuid4().hex[:8]}"
+    join(deliver, net, "PA_ghost", NOW - 2 * 3600)
+    livekit.add_room(net)
+    # When the reconciler takes a batch of three
+    summary = reconcile(batch=3)
+    # Then the net with stale presence is among them and its ghost is closed
+    assert rows(private_sql, net) == {"PA_ghost": "absent_in_livekit"}
+    assert summary["rooms"] == 3 and summary["closed"] == 1
+
+
+def test_with_livekit_down_leftovers_do_not_starve_the_hard_maximum(livekit, private_sql, deliver):
+    # Given leftover room rows older than anything, more than a run takes, and a 13-hour-old session
+    for i in range(4):
+        leftover(deliver, f"net-left-{i}-{uuid.uuid4().hex[:6]}", NOW - 3 * 86400)
+    net = f"net-{uuid.uuid4().hex[:8]}"
+    join(deliver, net, "PA_young", STALE)
+    join(deliver, net, "PA_ancient", NOW - 13 * 3600)
+    # When LiveKit is down and the reconciler takes a batch of three
+    livekit.set_down("503")
+    summary = reconcile(batch=3)
+    # Then the session beyond the hard maximum is closed, nothing young is, and no room row is finished
+    assert rows(private_sql, net) == {"PA_young": None, "PA_ancient": "max_age_exceeded"}
+    assert set(finished(private_sql).values()) == {None}
+    assert summary["unanswered"] == 3
+
+
+def test_rooms_asked_least_recently_come_first(livekit, private_sql, deliver):
+    # Given four nets whose members are really there for hours (stale, and they stay so)
+    busy = [f"net-busy-{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+    for i, name in enumerate(busy):
+        join(deliver, name, f"PA_b{i}", NOW - (5 + i) * 3600)
+        livekit.add_participant(name, f"u-PA_b{i}", sid=f"PA_b{i}")
+    # ... and a net whose member left an hour ago unnoticed (the youngest of the stale rooms)
+    quiet = f"net-{uuid.uuid4().hex[:8]}"
+    join(deliver, quiet, "PA_ghost", NOW - 3600)
+    livekit.add_room(quiet)
+    # When the reconciler runs three times taking two rooms each
+    asked = []
+    for _ in range(3):
+        before = len(livekit.calls_to("ListParticipants"))
+        reconcile(batch=2)
+        asked.append({c.room for c in livekit.calls_to("ListParticipants")[before:]})
+    # Then every room was asked about once before any was asked again, and the ghost is closed
+    assert asked[0] | asked[1] == set(busy) and quiet in asked[2]
+    assert rows(private_sql, quiet) == {"PA_ghost": "absent_in_livekit"}
+    assert all(rows(private_sql, name) == {f"PA_b{i}": None} for i, name in enumerate(busy))
+
+
+def test_reconciler_checks_of_rooms_closed_otherwise_are_purged(livekit, private_sql, deliver):
+    # Given a net asked about (its member is there), whose member then leaves through the webhook
+    room = f"net-{uuid.uuid4().hex[:8]}"
+    join(deliver, room, "PA_1", STALE)
+    livekit.add_participant(room, "u-PA_1", sid="PA_1")
+    reconcile()
+    assert private_sql.execute("SELECT room_name FROM nexus_private.livekit_reconcile_checks") == [(room,)]
+    deliver(ev.participant_event("participant_left", room, "RM_" + room, "u-PA_1", "PA_1", NOW, STALE))
+    # When the worker's purge runs a day later
+    private_sql.execute("UPDATE nexus_private.livekit_reconcile_checks SET checked_at = now() - interval '25 hours'")
+    from shared import db
+
+    db.call("livekit_webhook_jobs_purge")
+    # Then the check is forgotten
+    assert private_sql.execute("SELECT room_name FROM nexus_private.livekit_reconcile_checks") == []

@@ -32,9 +32,36 @@ def test_list_participants_returns_what_livekit_has(lk):
     assert call.content_type == "application/protobuf"
 
 
-def test_unknown_room_is_room_not_found(lk):
-    with pytest.raises(RoomNotFound):
-        client(lk).list_participants("nowhere")
+def test_unknown_room_lists_no_participants_as_livekit_answers(lk):
+    # livekit-server answers ListParticipants for a room it does not know with
+    # an empty list, not not_found: the fake does the same
+    assert client(lk).list_participants("nowhere") == []
+    assert [c.status for c in lk.calls_to("ListParticipants")] == [200]
+
+
+def test_presence_by_room_decides_existence_with_one_list_rooms(lk):
+    # Given one room with a participant, one empty room, and one LiveKit does not know
+    lk.add_participant("net-a", "user-1", sid="PA_1")
+    lk.add_room("net-empty")
+    lk.add_room("net-unasked")
+    # When asked about the three
+    out = client(lk).presence_by_room(["net-a", "net-empty", "gone"])
+    # Then the unknown room is RoomNotFound, the empty one an empty list
+    assert [p.sid for p in out["net-a"]] == ["PA_1"]
+    assert out["net-empty"] == []
+    assert isinstance(out["gone"], RoomNotFound) and list(out) == ["net-a", "net-empty", "gone"]
+    # And one ListRooms named the batch; participants were asked only for the rooms it listed
+    [listed] = lk.calls_to("ListRooms")
+    assert listed.status == 200 and listed.grants.get("roomList") is True
+    assert sorted(c.room for c in lk.calls_to("ListParticipants")) == ["net-a", "net-empty"]
+
+
+@pytest.mark.parametrize("mode", ["refuse", "503"])
+def test_presence_by_room_with_livekit_down_is_unavailable_for_every_room(lk, mode):
+    lk.add_room("net-a")
+    lk.set_down(mode)
+    out = client(lk).presence_by_room(["net-a", "gone"])
+    assert all(isinstance(v, LiveKitUnavailable) for v in out.values()) and set(out) == {"net-a", "gone"}
 
 
 def test_delete_room_is_idempotent(lk):
@@ -42,8 +69,9 @@ def test_delete_room_is_idempotent(lk):
     rooms = client(lk)
     assert rooms.delete_room("sim-pod-1") is True
     assert "sim-pod-1" not in lk.rooms
-    # Deleting again: already gone counts as done.
+    # Deleting again: LiveKit answers not_found (as livekit-server does); already gone counts as done.
     assert rooms.delete_room("sim-pod-1") is False
+    assert [c.status for c in lk.calls_to("DeleteRoom")] == [200, 404]
     assert lk.calls_to("DeleteRoom")[0].grants.get("roomCreate") is True
 
 
@@ -85,7 +113,7 @@ def test_participants_by_room_reports_per_room(lk):
     out = client(lk).participants_by_room(["net-a", "net-b", "gone"])
     assert [p.sid for p in out["net-a"]] == ["PA_1"]
     assert out["net-b"] == []
-    assert isinstance(out["gone"], RoomNotFound)
+    assert out["gone"] == []  # ListParticipants cannot tell an unknown room from an empty one
 
 
 def test_json_clients_are_served_too(lk):
