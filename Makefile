@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-slow lint bench install clean
+.PHONY: dev test test-slow lint bench install clean package openapi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,25 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# aws-sam-cli pins conflict with ours, so it lives in its own venv.
+SAM_VENV := .venv-sam
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed
+
+$(SAM_STAMP):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==1.170.0
+	touch $(SAM_STAMP)
+
+# Lambda packages in .aws-sam/build (no Docker: see nexus/package.py), then their sizes.
+package: $(STAMP) $(SAM_STAMP)
+	$(SAM) build --build-in-source
+	$(PY) -m nexus.package sizes
+
+# `sam build` runs one of these per function and for the layer (BuildMethod: makefile).
+build-%: $(STAMP)
+	$(PY) -m nexus.package build $* "$(ARTIFACTS_DIR)"
 
 dev: $(STAMP)
 	$(VENV)/bin/nexus dev
@@ -23,11 +42,17 @@ test: $(STAMP) lint
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
-lint: $(STAMP)
+lint: $(STAMP) $(SAM_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM) validate --lint --region us-east-1
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench.run
 
+# Rewrite openapi.json from the functions' models (tests/unit/test_openapi.py fails until you do).
+openapi: $(STAMP)
+	$(PY) -m nexus.openapi --write
+
 clean:
-	rm -rf $(VENV) .data .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .data .pytest_cache

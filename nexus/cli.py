@@ -3,6 +3,7 @@
   nexus dev                 run the local stack (what `make dev` does)
   nexus token --rank scout  print an access token for that demo member
   nexus db <command>        migrate | verify | smoke | lint (see README)
+  nexus smoke --base-url U  the runbook's phase 6 checks against a running stack
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["db"]:
         return cmd_db(argv[1:])
+    if argv[:1] == ["smoke"]:
+        from nexus import smoke
+
+        return smoke.main(argv[1:])
     parser = argparse.ArgumentParser(prog="nexus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_dev = sub.add_parser("dev", help="run the local stack")
@@ -129,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p_tok.add_argument("--ttl", type=int, default=3600)
     p_tok.set_defaults(func=cmd_token)
     sub.add_parser("db", help="migrate | verify | smoke | lint")
+    sub.add_parser("smoke", help="the runbook's phase 6 checks against a running stack (see nexus/smoke.py)")
     args = parser.parse_args(argv)
     return args.func(args)
 

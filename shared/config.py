@@ -3,13 +3,20 @@
 Each function declares the settings it needs; a missing one is reported by
 name in a single startup error. Values are never printed: secrets are
 `SecretStr` and the error lists names only.
+
+Secrets may come from SSM Parameter Store or Secrets Manager instead of the
+environment (`NAME_SSM_PARAMETER` / `NAME_SECRET_ARN`, see shared/secrets.py):
+the settings are then rebuilt with the fetched values, re-fetched after
+SECRETS_REFRESH_SECONDS, and whatever was built from the old values (the
+token verifier, the database connection) is rebuilt when one changed.
 """
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
-from typing import Literal
+import threading
+import time
+from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -71,6 +78,12 @@ class Settings(BaseModel):
     # handle-rescue-request delivers its own flare inline for at most this long
     # (0: leave it to the fan-out schedule).
     PUSH_INLINE_BUDGET_SECONDS: float = Field(3.0, ge=0, le=20)
+    # push-fanout forgets finished deliveries, and notifications read or
+    # finished, older than this.
+    PUSH_RETENTION_DAYS: int = Field(30, ge=1, le=3650)
+
+    # How long fetched secrets are trusted before they are read again (rotation).
+    SECRETS_REFRESH_SECONDS: int = Field(300, ge=0, le=86400)
 
     MAX_BODY_BYTES: int = Field(16384, ge=1024, le=1048576)
     # CORS is configured on the Function URL in AWS; this is for the local gateway.
@@ -150,7 +163,84 @@ def settings_from(environ: dict[str, str]) -> Settings:
         raise ConfigError("Invalid configuration: " + ", ".join(names)) from None
 
 
-@lru_cache(maxsize=1)
+class _Loaded:
+    __slots__ = ("settings", "refresh_at")
+
+    def __init__(self, settings: Settings, refresh_at: float | None):
+        self.settings = settings
+        self.refresh_at = refresh_at  # monotonic time to re-read secrets; None: nothing to re-read
+
+
+_loaded: _Loaded | None = None
+_load_lock = threading.Lock()
+_secret_cache = None  # shared.secrets.SecretCache, made when a reference is first seen
+_on_rotation: list[Callable[[Settings, Settings], None]] = []
+_clock: Callable[[], float] = time.monotonic  # a module global so tests can drive it
+
+
 def get_settings() -> Settings:
-    """Settings for this container, read once."""
-    return settings_from(dict(os.environ))
+    """Settings for this container: read once, secrets re-read after their refresh interval."""
+    loaded = _loaded
+    if loaded is not None and (loaded.refresh_at is None or _clock() < loaded.refresh_at):
+        return loaded.settings
+    return _load()
+
+
+def _load() -> Settings:
+    global _loaded, _secret_cache
+    with _load_lock:
+        previous = _loaded
+        if previous is not None and (previous.refresh_at is None or _clock() < previous.refresh_at):
+            return previous.settings  # another thread loaded while we waited
+        from shared import secrets  # stdlib only; boto3 is imported only to fetch
+
+        environ = dict(os.environ)
+        refs = secrets.references(environ)
+        if not refs:
+            _loaded = _Loaded(settings_from(environ), None)
+            return _loaded.settings
+        refresh = _refresh_seconds(environ)
+        if _secret_cache is None or _secret_cache.refresh_seconds != refresh:
+            _secret_cache = secrets.SecretCache(refresh_seconds=refresh, clock=lambda: _clock())
+        try:
+            values = _secret_cache.resolve(environ)
+        except secrets.SecretError as e:
+            raise ConfigError(str(e)) from None  # names and references, never values
+        settings = settings_from({**environ, **values})
+        old = previous.settings if previous is not None else None
+        if old is not None and old == settings:
+            settings = old  # same values: keep the object, so nothing built from it is rebuilt
+        _loaded = _Loaded(settings, _clock() + refresh)
+    if old is not None and settings is not old:
+        for callback in list(_on_rotation):
+            callback(old, settings)
+    return settings
+
+
+def _refresh_seconds(environ: dict[str, str]) -> int:
+    raw = environ.get("SECRETS_REFRESH_SECONDS") or "300"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError("Invalid configuration: SECRETS_REFRESH_SECONDS") from None
+    if not 0 <= value <= 86400:
+        raise ConfigError("Invalid configuration: SECRETS_REFRESH_SECONDS")
+    return value
+
+
+def on_rotation(callback: Callable[[Settings, Settings], None]) -> None:
+    """Call `callback(old, new)` when re-read secrets changed the settings, to drop what was built from old."""
+    if callback not in _on_rotation:
+        _on_rotation.append(callback)
+
+
+def _reset() -> None:
+    """Forget loaded settings and cached secrets (tests change the environment between cases)."""
+    global _loaded, _secret_cache
+    with _load_lock:
+        _loaded = None
+        _secret_cache = None
+
+
+# The lru_cache-era name, which tests and tools call after changing the environment.
+get_settings.cache_clear = _reset  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.config import ConfigError
 from shared.errors import ApiError, bad_request
+from shared import observability
 
 log = logging.getLogger("nexus.http")
 
@@ -33,11 +34,12 @@ class Request:
     query: str = ""
     # Filled in by auth so logs can name the caller (never the token).
     user_id: str | None = None
+    # Lambda's aws_request_id when there is one, so our lines match Lambda's own.
     _request_id: str | None = field(default=None, repr=False)
 
     @property
     def request_id(self) -> str:
-        """A random id for log correlation, made only if something logs."""
+        """Lambda's request id, or a random one made only if something logs."""
         if self._request_id is None:
             self._request_id = os.urandom(16).hex()
         return self._request_id
@@ -159,6 +161,8 @@ class JsonApp:
             headers=headers,
             body=body,
             query=(scope.get("query_string") or b"").decode("latin-1"),
+            # mangum passes Lambda's context along (events other than Function URLs)
+            _request_id=getattr(scope.get("aws.context"), "aws_request_id", None),
         )
         return self.respond_to(request)
 
@@ -168,6 +172,7 @@ class JsonApp:
 
     def dispatch(self, request: Request) -> Response:
         started = time.perf_counter()
+        observability.start_request()
         try:
             if request.method == "OPTIONS":
                 response = Response(204, None, {"Allow": ", ".join(sorted({*self.routes, "OPTIONS"}))})
@@ -190,12 +195,19 @@ class JsonApp:
             # Never leak internals; the log carries the stack trace.
             log.exception("unhandled error", extra={"function": self.name, "request_id": request.request_id})
             response = Response(500, {"error": "INTERNAL", "message": "Something went wrong on our side."})
+        if response.status >= 500:
+            observability.count("ServerErrors", function=self.name)  # alarmed on in template.yaml
         _log_request(self.name, request, response, started)
         return response
 
     def _cors_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
-        allowed = self._cors_origins()
         origin = request.header("origin")
+        if not origin:
+            return []
+        try:
+            allowed = self._cors_origins()
+        except ConfigError:  # already answered (and logged) as a 500 by dispatch
+            return []
         if not allowed or not origin:
             return []
         origins = {o.strip() for o in allowed.split(",")}
@@ -211,12 +223,11 @@ class JsonApp:
 
 
 def _log_request(function: str, request: Request, response: Response, started: float) -> None:
-    if not log.isEnabledFor(logging.INFO):
-        return
-    outcome = response.body.get("error") if isinstance(response.body, dict) and response.status >= 400 else "ok"
-    log.info(
-        "request",
-        extra={
+    """One line per request (with the request's metrics, in Lambda); never a header or a body."""
+    fields = None
+    if log.isEnabledFor(logging.INFO):
+        outcome = response.body.get("error") if isinstance(response.body, dict) and response.status >= 400 else "ok"
+        fields = {
             "function": function,
             "request_id": request.request_id,
             "method": request.method,
@@ -224,8 +235,8 @@ def _log_request(function: str, request: Request, response: Response, started: f
             "outcome": outcome,
             "user_id": request.user_id,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-        },
-    )
+        }
+    observability.end_request(log, "request", fields)
 
 
 async def _read_body(receive: Callable) -> bytes:

@@ -5,7 +5,8 @@ few lines that mirror mangum's mapping of the same events; everything else
 (REST API v1, ALB, other ASGI apps) goes through mangum with lifespan off.
 Inside Lambda the function's settings are checked at init too, so a missing
 variable fails the first invocation with one clear error naming it (never
-its value).
+its value), and logs become JSON lines carrying Lambda's request id
+(shared/observability.py).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class LambdaHandler:
     def __call__(self, event: dict, context: Any) -> dict:
         try:
             if self._json_app is not None and event.get("version") == "2.0":
-                return self._function_url(event)
+                return self._function_url(event, context)
             if self._loop.is_closed():
                 self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
@@ -65,7 +66,7 @@ class LambdaHandler:
             log.exception("event could not be handled")
             return dict(_INTERNAL)
 
-    def _function_url(self, event: dict) -> dict:
+    def _function_url(self, event: dict, context: Any) -> dict:
         from shared.http import Request
 
         http = event["requestContext"]["http"]
@@ -75,7 +76,9 @@ class LambdaHandler:
         body = event.get("body") or ""
         raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
         request = Request(method=http["method"].upper(), path=unquote(http.get("path") or "/"), headers=headers,
-                          body=raw, query=event.get("rawQueryString") or "")
+                          body=raw, query=event.get("rawQueryString") or "",
+                          _request_id=getattr(context, "aws_request_id", None)
+                          or event["requestContext"].get("requestId"))
         status, response_headers, payload = self._json_app.respond_to(request)  # type: ignore[union-attr]
 
         out_headers: dict[str, str] = {}
@@ -100,8 +103,12 @@ class LambdaHandler:
 
 
 def lambda_handler(app: Callable, require: tuple[str, ...] = ()) -> Callable[[dict, Any], dict]:
-    if require and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        from shared.config import get_settings
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        from shared.observability import configure_logging
 
-        get_settings().require(*require)
+        configure_logging()
+        if require:
+            from shared.config import get_settings
+
+            get_settings().require(*require)
     return LambdaHandler(app)

@@ -14,15 +14,28 @@ before anything is parsed or stored). 400: a signed but malformed event.
 from __future__ import annotations
 
 import logging
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from shared import db
 from shared.config import get_settings
 from shared.errors import ApiError, bad_request, unauthorized
 from shared.http import JsonApp, Request, Response
 from shared.lambda_adapter import lambda_handler
+from shared.observability import count
 from shared.livekit_webhook import InvalidSignature, MalformedEvent, event_id, parse_event, verify_signature
 
 log = logging.getLogger("nexus.livekit_webhook")
+
+
+class WebhookAck(BaseModel):
+    """The event is stored; `status` says what became of it (`queued`: the retry worker applies it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    received: Literal[True]
+    status: Literal["applied", "ignored", "duplicate", "queued"]
 
 
 def receive(request: Request) -> Response:
@@ -51,6 +64,8 @@ def receive(request: Request) -> Response:
         if (e.sqlstate or "").startswith("22"):
             raise bad_request("The webhook event cannot be stored as JSON.") from None
         raise
+    # WebhookEventsApplied, ...Ignored, ...Duplicate, ...Queued
+    count(f"WebhookEvents{result['status'].capitalize()}", function="livekit-webhook")
     if result["status"] == "queued":
         log.warning("webhook event stored, applying deferred to the worker",
                     extra={"event_type": event.event, "event_id": event.id, "job": result.get("jobId")})

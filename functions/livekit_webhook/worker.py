@@ -65,11 +65,12 @@ def handler(event: dict, context: Any) -> dict[str, Any]:
     summary = run(worker_id, budget_seconds=max(1.0, remaining - _RESERVE_SECONDS))
     log.info("webhook worker pass", extra={"function": "livekit-webhook-worker", "count": summary["done"],
                                            "outcome": "ok"})
-    if in_lambda and summary["dead"]:
-        from shared.observability import emit_metric
+    if in_lambda:
+        from shared.observability import count
 
+        count("WebhookEventsApplied", summary["done"], function="livekit-webhook-worker")
         # a CloudWatch alarm on this metric is how an operator hears of dead events
-        emit_metric("WebhookJobsDead", summary["dead"], function="livekit-webhook-worker")
+        count("WebhookJobsDead", summary["dead"], function="livekit-webhook-worker")
     return summary
 
 
