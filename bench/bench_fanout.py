@@ -163,7 +163,7 @@ def flare_request(conn: Any, service: PushServiceProcess, budget: str) -> float:
     return statistics.median(times)
 
 
-def main() -> str:
+def run() -> dict:
     import psycopg
 
     from nexus.migrate import prepare_local
@@ -222,7 +222,7 @@ def main() -> str:
             pass
 
     lines = [
-        "## push fan-out",
+        "## Push fan-out against the naive loop",
         "",
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPU(s); {DEVICES} devices, one notification each; "
         f"median of {ROUNDS} interleaved rounds; push service in its own process, verifying VAPID and decrypting.",
@@ -246,7 +246,13 @@ def main() -> str:
         f"`import functions.notifications.subscribe` {import_http:.0f} ms (interpreter start included).",
         "",
     ]
-    return "\n".join(lines)
+    data = {"rows": [{"latency_ms": lat, "naive": naive, "ours": our} for lat, naive, our in rows],
+            "flare_inline_ms": flare_inline, "flare_sql_only_ms": flare_sql_only}
+    return {"markdown": "\n".join(lines), "data": data}
+
+
+def main() -> str:
+    return run()["markdown"]
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ class Gateway:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        if path == "/openapi.json" and scope["method"] == "GET":
+            await _openapi(send)
+            return
         name = path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else ""
         app = self.apps.get(name)
         if app is None:
@@ -62,6 +65,21 @@ class Gateway:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]})
         await send({"type": "http.response.body", "body": out_body})
+
+
+_openapi_text: bytes | None = None
+
+
+async def _openapi(send: Callable) -> None:
+    """The document the running code generates (equal to the shipped openapi.json; a test holds them equal)."""
+    global _openapi_text
+    if _openapi_text is None:
+        from nexus.openapi import render
+
+        _openapi_text = render().encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]})
+    await send({"type": "http.response.body", "body": _openapi_text})
 
 
 async def _json(send: Callable, status: int, body: Any) -> None:

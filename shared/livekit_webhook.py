@@ -21,7 +21,7 @@ import json
 from typing import Any
 
 import jwt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # LiveKit's own verifier allows a minute of clock skew.
 LEEWAY_SECONDS = 60
@@ -95,11 +95,23 @@ class WebhookEvent(BaseModel):
 
     event: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
     id: str | None = Field(None, min_length=1, max_length=128)
-    # seconds since the epoch; up to the year 5000
-    createdAt: int | None = Field(None, ge=0, le=95617584000)
+    # seconds since the epoch, up to the year 5000; protojson writes int64 as a string
+    createdAt: int | None = Field(None, ge=0, le=95617584000, json_schema_extra={"anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": 95617584000}, {"type": "string", "pattern": "^[0-9]{1,11}$"},
+        {"type": "null"}]})
     room: _Room | None = None
     participant: _Participant | None = None
     egressInfo: _Egress | None = None
+
+    @field_validator("createdAt", mode="before")
+    @classmethod
+    def _seconds(cls, v: Any) -> Any:
+        # Exactly what the schema says: pydantic's lax int would also take true/false, "1.0" or " 1".
+        if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+            return v
+        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 11:
+            return int(v)
+        raise ValueError("createdAt must be whole seconds, as a number or a string of digits")
 
     @model_validator(mode="after")
     def _needs(self) -> "WebhookEvent":

@@ -20,10 +20,13 @@ import re
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jwt
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import SkipJsonSchema
 
 from shared import db
 from shared.auth import authenticate, bearer_token, get_verifier
@@ -40,11 +43,73 @@ MIN_RANK = "founder"
 CONFIG_GROUPS = ("database", "auth", "livekit", "vapid")
 
 
+# Response models: the contract in openapi.json (nexus/openapi.py); the handler builds the dicts itself.
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ok: bool
+    error: SkipJsonSchema[None] | str = None
+
+
+class DatabasePart(_Part):
+    latencyMs: SkipJsonSchema[None] | float = None
+    transport: SkipJsonSchema[None] | Literal["postgres", "supabase-rpc"] = None
+    serverVersion: int | None = None
+
+
+class ContractPart(_Part):
+    status: Literal["current", "behind", "ahead", "diverged", "unknown"]
+    reason: SkipJsonSchema[None] | str = None
+    shipped: SkipJsonSchema[None] | int = None
+    applied: SkipJsonSchema[None] | int = None
+    latestShipped: str | None = None
+    latestApplied: str | None = None
+    pending: SkipJsonSchema[None] | list[str] = None
+    unknown: SkipJsonSchema[None] | list[str] = None
+
+
+class LiveKitPart(_Part):
+    httpStatus: SkipJsonSchema[None] | int = None
+    latencyMs: SkipJsonSchema[None] | float = None
+
+
+class ConfigPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ok: bool
+    missing: list[str]
+
+
+class HealthReport(BaseModel):
+    """The 200 body; the 503's `details` has the same parts with status "down"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "degraded"]
+    checkedAt: datetime
+    database: DatabasePart
+    contract: ContractPart
+    livekit: LiveKitPart
+    config: ConfigPart
+
+
+_shipped_cache: dict[tuple[Path, int], list[str]] = {}
+
+
 def shipped_versions(directory: Path | None = None) -> list[str] | None:
+    # Listed once per directory state: the folder's mtime changes when a file
+    # is added or removed, so a warm container does not re-list it per call.
     directory = directory or MIGRATIONS_DIR
-    if not directory.is_dir():
+    try:
+        key = (directory, directory.stat().st_mtime_ns)
+    except OSError:
         return None
-    return sorted(m.group(1) for p in directory.iterdir() if (m := _VERSION.match(p.name)))
+    if key not in _shipped_cache:
+        if not directory.is_dir():
+            return None
+        _shipped_cache.clear()
+        _shipped_cache[key] = sorted(m.group(1) for p in directory.iterdir() if (m := _VERSION.match(p.name)))
+    return list(_shipped_cache[key])
 
 
 def _is_service_key(token: str, settings: Settings) -> bool:

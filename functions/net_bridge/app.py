@@ -10,6 +10,7 @@ way round the nets are given; unlink answers 200 with the removed bridge or
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -29,6 +30,18 @@ class BridgeRequest(BaseModel):
     sourceNetId: UUID
     targetNetId: UUID
     action: Literal["link", "unlink"]
+
+
+class BridgeRow(BaseModel):
+    """The voice_net_bridges row."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: UUID
+    source_net_id: UUID
+    target_net_id: UUID
+    created_by: UUID | None
+    created_at: datetime
 
 
 def _refusal(result: dict) -> ApiError:
