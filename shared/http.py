@@ -57,15 +57,9 @@ class Request:
         if not self.body.strip():
             raise bad_request("The request body is empty; a JSON object is required.")
         try:
-            data = json.loads(self.body, parse_constant=_reject_constant)
-        except RecursionError:
-            raise bad_request("The request body is nested too deeply.") from None
-        except ValueError:  # includes UnicodeDecodeError
-            raise bad_request("The request body is not valid JSON.") from None
-        # Only \u escapes can smuggle in text Postgres refuses to store (NUL)
-        # or cannot encode (unpaired surrogates); skip the walk otherwise.
-        if b"\\u" in self.body and not _storable(data):
-            raise bad_request("The request body contains a NUL character or an unpaired surrogate.")
+            data, _ = decode_json(self.body)
+        except BodyNotJson as e:
+            raise bad_request(str(e)) from None
         return data
 
     def model(self, model: type[BaseModel], max_bytes: int) -> Any:
@@ -77,6 +71,30 @@ class Request:
             return model.model_validate(data)
         except ValidationError as e:
             raise bad_request("The request body is invalid.", {"fields": field_errors(e)}) from None
+
+
+class BodyNotJson(ValueError):
+    """The body is not JSON we accept; the message is safe to show the caller."""
+
+
+def decode_json(body: bytes) -> tuple[Any, str]:
+    """(value, text) of a UTF-8 JSON body that Postgres can store.
+
+    UTF-8 only (RFC 8259 §8.1): json.loads on bytes would also guess UTF-16
+    and UTF-32, whose escapes the NUL check below cannot see. NaN/Infinity,
+    NUL and unpaired surrogates are refused because jsonb and text refuse them.
+    """
+    try:
+        text = body.decode("utf-8")
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BodyNotJson("The body is nested too deeply.") from None
+    except ValueError:  # includes UnicodeDecodeError
+        raise BodyNotJson("The body is not valid UTF-8 JSON.") from None
+    # Only \u escapes can smuggle in NUL or unpaired surrogates; skip the walk otherwise.
+    if "\\u" in text and not _storable(data):
+        raise BodyNotJson("The body contains a NUL character or an unpaired surrogate.")
+    return data, text
 
 
 def _reject_constant(name: str) -> Any:

@@ -17,11 +17,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from typing import Any
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.http import BodyNotJson, decode_json, field_errors
 
 # LiveKit's own verifier allows a minute of clock skew.
 LEEWAY_SECONDS = 60
@@ -138,48 +139,15 @@ class WebhookEvent(BaseModel):
 def parse_event(body: bytes) -> tuple[WebhookEvent, str]:
     """The validated event and the body as text (stored verbatim), else MalformedEvent."""
     try:
-        text = body.decode("utf-8")
-        payload = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise MalformedEvent("The body is nested too deeply.") from None
-    except ValueError:  # includes UnicodeDecodeError
-        raise MalformedEvent("The body is not valid JSON.") from None
+        payload, text = decode_json(body)
+    except BodyNotJson as e:
+        raise MalformedEvent(str(e)) from None
     if not isinstance(payload, dict):
         raise MalformedEvent("The body must be a JSON object.")
-    # jsonb refuses NUL and unpaired surrogates, which only \u escapes can carry.
-    if "\\u" in text and not _storable(payload):
-        raise MalformedEvent("The body contains a NUL character or an unpaired surrogate.")
     try:
         return WebhookEvent.model_validate(payload), text
     except ValidationError as e:
-        fields: dict[str, str] = {}
-        for err in e.errors(include_url=False, include_input=False, include_context=False):
-            loc = ".".join(str(p) for p in err["loc"]) or "body"
-            fields.setdefault(loc, err["msg"])
-        raise MalformedEvent("The webhook event is malformed.", fields) from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _storable(data: Any) -> bool:
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return False
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return False
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return True
+        raise MalformedEvent("The webhook event is malformed.", field_errors(e)) from None
 
 
 def event_id(event: WebhookEvent, claims: dict[str, Any]) -> str:
