@@ -164,9 +164,19 @@ def _cases(conn: Any, sql: Callable[..., Any]) -> dict[str, dict[str, Any]]:
     p256dh = vapid_keys()[0]
     device = {"endpoint": f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}", "expirationTime": None,
               "keys": {"p256dh": p256dh, "auth": "A" * 22}}
+    # The issue requires p256dh to be a valid P-256 point, so decoding and
+    # checking it is part of the irreducible work.
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def check_point() -> None:
+        raw = base64.urlsafe_b64decode(p256dh + "=" * (-len(p256dh) % 4))
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+
     cases["notifications-subscribe"] = {
         "handler": subscribe, "event": member_event(founder_token, device), "status": 200,
-        "floor": lambda: (verify_access_token(founder_token),
+        "floor": lambda: (verify_access_token(founder_token), check_point(),
                           sql("push_subscription_upsert", p_user_id=founder, p_endpoint=device["endpoint"],
                               p_p256dh=p256dh, p_auth="A" * 22, p_max_devices=10)),
     }
@@ -256,7 +266,7 @@ FLOOR_TEXT = {
     "net-bridge": "verify + `net_bridge`",
     "academy-request": "verify + `academy_request_create`",
     "academy-accept": "verify + `academy_accept` + sign the guide's LiveKit token",
-    "notifications-subscribe": "verify + `push_subscription_upsert`",
+    "notifications-subscribe": "verify + check the p256dh point + `push_subscription_upsert`",
     "handle-rescue-request": "verify + `launch_rescue_flare`",
     "health": "verify + `health_snapshot` + GET to LiveKit",
 }
