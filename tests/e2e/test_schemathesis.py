@@ -20,15 +20,9 @@ import base64
 import hashlib
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import jwt
 import pytest
@@ -36,57 +30,19 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-ROOT = Path(__file__).resolve().parents[2]
-NEXUS = [sys.executable, "-m", "nexus"]
+from tests.e2e.devstack import ROOT, demo_token, running_dev_stack
+
 EXAMPLES = int(os.environ.get("NEXUS_SCHEMATHESIS_EXAMPLES", "100"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    data = tmp_path_factory.mktemp("schemathesis-stack")
-    port, pg_port = _free_port(), _free_port()
-    env = {**os.environ, "NEXUS_DATA_DIR": str(data)}
-    for key in list(env):
-        if key.startswith(("LIVEKIT_", "SUPABASE_", "VAPID_")) or key == "DATABASE_URL":
-            env.pop(key)
-    log = open(data / "dev.log", "wb")
-    proc = subprocess.Popen([*NEXUS, "dev", "--port", str(port), "--pg-port", str(pg_port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    origin = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"nexus dev exited:\n{(data / 'dev.log').read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{origin}/functions/v1/nope", timeout=1)
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("nexus dev did not come up in 90 s")
-        dev_env = dict(line.split("=", 1) for line in (data / "dev.env").read_text().splitlines() if "=" in line)
-        yield {"origin": origin, "env": env, "dev": dev_env}
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    with running_dev_stack(tmp_path_factory.mktemp("schemathesis-stack")) as stack:
+        yield stack
 
 
 def _token(stack, *args: str) -> str:
-    out = subprocess.run([*NEXUS, "token", *args], cwd=ROOT, env=stack["env"], capture_output=True, text=True,
-                         check=True)
-    return out.stdout.strip()
+    return demo_token(stack, *args)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """`nexus smoke` against a `make dev`-like stack: every runbook phase 6 check passes.
 
 The stack is `nexus dev` as a subprocess on free ports with its own data
-directory (tests/e2e/test_dev_stack.py's fixture); the smoke runs as a user
+directory (tests/e2e/devstack.py); the smoke runs as a user
 would run it, acting as the demo members.
 """
 
@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.e2e.test_dev_stack import NEXUS, ROOT, dev_stack  # noqa: F401  (the fixture)
+import pytest
+
+from tests.e2e.devstack import NEXUS, ROOT, running_dev_stack
+
+
+@pytest.fixture(scope="module")
+def dev_stack(tmp_path_factory):
+    with running_dev_stack(tmp_path_factory.mktemp("smoke-stack")) as stack:
+        yield stack
 
 
 def smoke(stack, *args: str) -> subprocess.CompletedProcess:
@@ -17,7 +25,7 @@ def smoke(stack, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_every_phase_6_check_passes_against_the_dev_stack(dev_stack):  # noqa: F811
+def test_every_phase_6_check_passes_against_the_dev_stack(dev_stack):
     # Given a fresh `make dev` stack, when the smoke runs against it, then every check passes
     done = smoke(dev_stack)
     lines = done.stdout.strip().splitlines()
@@ -39,7 +47,7 @@ def test_every_phase_6_check_passes_against_the_dev_stack(dev_stack):  # noqa: F
     assert " 0 failed" in again.stdout
 
 
-def test_a_stack_without_identities_skips_rather_than_fails(dev_stack):  # noqa: F811
+def test_a_stack_without_identities_skips_rather_than_fails(dev_stack):
     # Given a deployed-style run with no member tokens configured, then each check
     # that needs one says so and the exit status is still 0.
     done = smoke(dev_stack, "--no-dev")
