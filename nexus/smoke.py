@@ -38,6 +38,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 import threading
@@ -85,11 +86,23 @@ class Stack:
     local: bool = False  # a loopback stack: push to a local receiver, flare freely
 
 
+# A JWT (three base64url segments, header starting `{"`): LiveKit and member
+# tokens echoed in a response body must not reach a terminal or CI log.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def redact(text: str) -> str:
+    return _JWT.sub("<token>", text)
+
+
 @dataclass
 class Result:
     status: str  # PASS FAIL SKIP
     name: str
     detail: str
+
+    def __post_init__(self) -> None:
+        self.detail = redact(self.detail)
 
 
 # -- HTTP -------------------------------------------------------------------------------------

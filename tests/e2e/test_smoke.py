@@ -54,3 +54,13 @@ def test_a_stack_without_identities_skips_rather_than_fails(dev_stack):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SKIP  6.2 academy" in done.stdout and "SMOKE_SKILL_ID" in done.stdout
     assert "FAIL" not in done.stdout
+
+
+def test_fail_lines_never_print_a_token():
+    from nexus.smoke import Result
+
+    body = {"token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "bridges": [],
+            "connectionTokens": [{"token": "eyJ0eXAiOiJKV1QifQ.e30.AbC-_123"}]}
+    line = Result("FAIL", "6.4 bridging", f"no bridged token for net-b: {body}").detail
+    assert "eyJ" not in line and "c2lnbmF0dXJl" not in line
+    assert "no bridged token for net-b" in line and "<token>" in line
