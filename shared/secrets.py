@@ -26,6 +26,9 @@ SECRET_NAMES = (
     "VAPID_PRIVATE_KEY",
 )
 DEFAULT_REFRESH_SECONDS = 300
+# After a failed refresh the last good value is served and the next fetch is
+# tried this much later, so a slow or failing store costs one request, not all.
+RETRY_AFTER_FAILURE_SECONDS = 30
 
 
 class SecretError(RuntimeError):
@@ -67,6 +70,9 @@ class SecretCache:
                 value = self._fetch(name, kind, ref)
             except SecretError:
                 if cached:  # keep serving the last good value if a refresh fails
+                    retry_at = self.clock() + min(RETRY_AFTER_FAILURE_SECONDS, self.refresh_seconds)
+                    with self._lock:
+                        self._values[key] = (cached[0], retry_at - self.refresh_seconds)
                     out[name] = cached[0]
                     continue
                 missing.append(f"{name} ({kind} {ref})")
@@ -102,5 +108,9 @@ class SecretCache:
 
 def _boto3_client(kind: str) -> Any:
     import boto3
+    from botocore.config import Config
 
-    return boto3.client(kind)
+    # boto3's defaults (60 s connect, 60 s read, retries) outlast a 10 s Lambda;
+    # these give up in about 6 s, so the last good value is served instead.
+    return boto3.client(kind, config=Config(connect_timeout=1, read_timeout=2,
+                                            retries={"total_max_attempts": 2, "mode": "standard"}))

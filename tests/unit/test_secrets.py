@@ -98,3 +98,73 @@ def test_failed_refresh_keeps_the_last_good_value(aws):
     ssm.delete_parameter(Name="/nexus/jwt")
     clock.now += 11
     assert cache.resolve(env) == {"SUPABASE_JWT_SECRET": "jwt-1"}
+
+
+class _StallingSsm:
+    """A loopback SSM endpoint that answers GetParameter once, then stalls."""
+
+    def __init__(self, value: str):
+        import http.server
+        import threading
+
+        outer = self
+        self.calls = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                outer.calls += 1
+                if outer.calls > 1:
+                    outer.release.wait(30)
+                    return
+                body = json.dumps({"Parameter": {"Name": "/p", "Type": "SecureString", "Value": value,
+                                                 "Version": 1}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-amz-json-1.1")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.release = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_stalling_store_is_abandoned_in_time_and_the_last_good_value_served(monkeypatch):
+    import time as _time
+
+    ssm = _StallingSsm("lk-secret-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", ssm.url)
+    try:
+        clock = Clock()
+        cache = SecretCache(refresh_seconds=300, clock=clock)
+        env = {"LIVEKIT_API_SECRET_SSM_PARAMETER": "/p"}
+        assert cache.resolve(env) == {"LIVEKIT_API_SECRET": "lk-secret-1"}
+
+        # Given the store now stalls, when the value is due for a refresh,
+        # then the request gets the last good value well inside a 10 s Lambda.
+        clock.now += 301
+        started = _time.monotonic()
+        assert cache.resolve(env) == {"LIVEKIT_API_SECRET": "lk-secret-1"}
+        assert _time.monotonic() - started < 8
+
+        # And the next requests do not wait on the store again for a while.
+        calls = ssm.calls
+        clock.now += 5
+        assert cache.resolve(env) == {"LIVEKIT_API_SECRET": "lk-secret-1"}
+        assert ssm.calls == calls
+    finally:
+        ssm.close()
