@@ -177,3 +177,28 @@ def test_scheduled_jobs_write_json_lines_and_their_metrics(lambda_mode, push_ser
     sent = [r for r in records if "PushSent" in r]
     assert sent and sent[0]["function"] == "push-fanout" and sent[0]["PushSent"] >= 1
     assert device.auth not in json.dumps(records) and device.endpoint not in json.dumps(records)
+
+
+def test_fanout_counts_failed_and_gone_pushes(lambda_mode, push_service, sql, capsys):
+    # Given one device whose push service refuses with 400 and one that is gone (404),
+    # when the fan-out schedule runs in Lambda, then PushFailed and PushGone are emitted.
+    from functions.notifications.fanout import handler
+    from functions.notifications.subscribe import app as subscribe_app
+    from tests.integration.notifications.conftest import subscribe
+    from tests.support import Client
+
+    member = sql.member("scout")
+    refused, gone = push_service.new_device(), push_service.new_device()
+    for device in (refused, gone):
+        subscribe(Client(subscribe_app), member, device)
+    push_service.script(refused, 400)
+    push_service.script(gone, 404)
+    sql.execute("INSERT INTO public.notification_queue (recipient_id, type, title, message, payload) "
+                "VALUES (%s, 'TEST', 'Hello', 'World', '{}'::jsonb)", (member.id,))
+    capsys.readouterr()
+    observability.configure_logging()
+    handler({"source": "aws.scheduler"}, LambdaContext(remaining_ms=20_000))
+    records = [r for r in lines(capsys.readouterr().out) if r.get("function") == "push-fanout"]
+    assert sum(r.get("PushFailed", 0) for r in records) >= 1
+    assert sum(r.get("PushGone", 0) for r in records) >= 1
+    assert all(metric(r, "PushFailed") == r["PushFailed"] for r in records if "PushFailed" in r)
