@@ -31,3 +31,13 @@ def test_member_can_set_a_plain_callsign(database_url, sql):
         conn.execute("UPDATE public.profiles SET callsign = %s WHERE id = %s", ("Ace Ventura-2 ✈", member.id))
         conn.commit()
     assert sql.one("SELECT callsign FROM public.profiles WHERE id = %s", (member.id,)) == "Ace Ventura-2 ✈"
+
+
+def test_sign_up_with_control_characters_in_its_callsign_still_creates_the_profile(sql):
+    member = sql.member("vagrant", callsign="\tAce\nMedic\x07")
+    assert sql.one("SELECT callsign FROM public.profiles WHERE id = %s", (member.id,)) == "Ace Medic"
+
+
+def test_sign_up_with_a_blank_callsign_gets_none(sql):
+    member = sql.member("vagrant", callsign="\n\t ")
+    assert sql.one("SELECT callsign FROM public.profiles WHERE id = %s", (member.id,)) is None
