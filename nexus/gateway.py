@@ -13,7 +13,7 @@ import logging
 from typing import Any, Callable
 
 from nexus import registry
-from shared.http import call_asgi
+from shared.http import call_asgi, serve_lifespan
 
 log = logging.getLogger("nexus.gateway")
 PREFIX = "/functions/v1/"
@@ -31,13 +31,8 @@ class Gateway:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         path: str = scope["path"]

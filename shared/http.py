@@ -161,7 +161,7 @@ class JsonApp:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -281,7 +281,7 @@ def _encode(response: Response, extra: list[tuple[bytes, bytes]]) -> tuple[int, 
     return response.status, headers, payload
 
 
-async def _lifespan(receive: Callable, send: Callable) -> None:
+async def serve_lifespan(receive: Callable, send: Callable) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
