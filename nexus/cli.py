@@ -2,7 +2,7 @@
 
   nexus dev                 run the local stack (what `make dev` does)
   nexus token --rank scout  print an access token for that demo member
-  nexus db <command>        migrate | verify | smoke | lint (see README)
+  nexus db <command>        migrate | verify | smoke | lint (see docs/schema-contract.md)
   nexus smoke --base-url U  the runbook's phase 6 checks against a running stack
 """
 

@@ -18,7 +18,7 @@ Checks, each printed as PASS / FAIL / SKIP with what was seen:
 Who the checks act as. Against `make dev` (a loopback URL) the demo members of
 nexus/seed.py sign in with tokens made from `.data/dev.env`, which also gives
 the LiveKit key pair and the database. Against a deployed stack, from the
-environment (see README, "Smoke-test the stack"):
+environment (see docs/deploy.md, "Smoke-test the stack"):
   SMOKE_TOKEN_<WHO>     access tokens, WHO in VAGRANT SCOUT VOYAGER FOUNDER PIONEER GUIDE MEDIC
                         (or SUPABASE_JWT_SECRET + SUPABASE_URL + SMOKE_USER_<WHO>=<user id>, for
                         projects still on the legacy HS256 secret)
