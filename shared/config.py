@@ -13,6 +13,7 @@ token verifier, the database connection) is rebuilt when one changed.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -20,9 +21,31 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from shared.errors import ApiError
+
+log = logging.getLogger("nexus.config")
+
 
 class ConfigError(RuntimeError):
     """Configuration is missing or invalid. The message names variables, never values."""
+
+
+# Seconds a caller is asked to wait when the secret store did not answer.
+SECRETS_RETRY_AFTER_SECONDS = 5
+
+
+class SecretsUnavailable(ApiError):
+    """The secret store (SSM, Secrets Manager) did not answer and no value was read before.
+
+    An ApiError, so every function answers it as the shared 503 UNAVAILABLE
+    envelope with Retry-After; nothing is cached, so the next invocation
+    tries again. `reason` (names and references, never values) is for logs.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__("UNAVAILABLE", "Configuration could not be read from the secret store; retry shortly.",
+                         headers={"Retry-After": str(SECRETS_RETRY_AFTER_SECONDS)})
+        self.reason = reason
 
 
 class Settings(BaseModel):
@@ -204,6 +227,10 @@ def _load() -> Settings:
             _secret_cache = secrets.SecretCache(refresh_seconds=refresh, clock=lambda: _clock())
         try:
             values = _secret_cache.resolve(environ)
+        except secrets.SecretsUnavailable as e:
+            # Not remembered: the next call (the next invocation) asks the store again.
+            log.warning("secret store unavailable: %s", e)  # names and references, never values
+            raise SecretsUnavailable(str(e)) from None
         except secrets.SecretError as e:
             raise ConfigError(str(e)) from None  # names and references, never values
         settings = settings_from({**environ, **values})

@@ -226,6 +226,8 @@ class JsonApp:
             allowed = self._cors_origins()
         except ConfigError:  # already answered (and logged) as a 500 by dispatch
             return []
+        except ApiError:  # the secret store did not answer (a 503): CORS_ALLOW_ORIGINS is no secret
+            allowed = os.environ.get("CORS_ALLOW_ORIGINS")
         if not allowed or not origin:
             return []
         origins = {o.strip() for o in allowed.split(",")}
@@ -236,6 +238,8 @@ class JsonApp:
             (b"vary", b"Origin"),
             (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
             (b"access-control-allow-headers", b"authorization, content-type, x-client-info, apikey"),
+            # as the Function URLs' ExposeHeaders (template.yaml): page scripts may read Retry-After
+            (b"access-control-expose-headers", b"retry-after"),
             (b"access-control-max-age", b"600"),
         ]
 
