@@ -108,7 +108,7 @@ def join_and_leave(url: str, api_key: str, api_secret: str, *, room: str | None 
 
         with psycopg.connect(database_url, connect_timeout=5, row_factory=dict_row) as conn:
             report.presence = conn.execute(
-                "SELECT room_name, identity, participant_sid, joined_at, left_at, left_reason "
+                "SELECT room_name, participant_identity, participant_sid, joined_at, left_at, left_reason "
                 "FROM public.voice_presence WHERE room_name = %s AND participant_sid = %s",
                 (report.room, report.sid)).fetchall()
     return report
