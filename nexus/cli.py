@@ -72,6 +72,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         migrate.prepare_local(server.url)
+        # health's drift check compares with this: the freshly migrated database's fingerprint
+        # (taken before the seed, which adds rows only).
+        from nexus.dbtools import fingerprint
+
+        env["CONTRACT_FINGERPRINT_FILE"] = str(fingerprint.write(
+            fingerprint.compute(server.url), devenv.DATA_DIR / fingerprint.FILE_NAME))
         seed.seed(server.url)
         path = devenv.write_dev_env(env)
         os.environ.update(env)

@@ -108,6 +108,10 @@ class Settings(BaseModel):
     # How long fetched secrets are trusted before they are read again (rotation).
     SECRETS_REFRESH_SECONDS: int = Field(300, ge=0, le=86400)
 
+    # health: the fingerprint of the shipped migrations (nexus/dbtools/fingerprint.py);
+    # default: supabase/contract-fingerprint.json in the bundle, written by `make package`.
+    CONTRACT_FINGERPRINT_FILE: str | None = None
+
     MAX_BODY_BYTES: int = Field(16384, ge=1024, le=1048576)
     # CORS is configured on the Function URL in AWS; this is for the local gateway.
     CORS_ALLOW_ORIGINS: str | None = None
