@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.config import ConfigError
 from shared.errors import ApiError, bad_request
+from shared.text_rules import STORABLE
 from shared import observability
 
 log = logging.getLogger("nexus.http")
@@ -107,11 +108,7 @@ def _storable(data: Any) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return False
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
+            if not STORABLE.holds(item):  # the rule openapi.json states for every string and key
                 return False
         elif isinstance(item, dict):
             stack.extend(item.keys())
