@@ -123,6 +123,8 @@ class WebhookEvent(BaseModel):
         # Exactly what the schema says: pydantic's lax int would also take true/false, "1.0" or " 1".
         if v is None or (isinstance(v, int) and not isinstance(v, bool)):
             return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)  # 10.0: JSON Schema's "integer" (and JSON itself) does not tell it from 10
         if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 11:
             return int(v)
         raise ValueError("createdAt must be whole seconds, as a number or a string of digits")

@@ -116,3 +116,12 @@ def test_the_key_shape_rule_is_the_models(body, valid):
     server = server_accepts(SubscribeBody, body) and P256DH_FORMAT.holds(p256dh.get("p256dh", "")) and \
         AUTH_FORMAT.holds(auth.get("auth", ""))
     assert server == valid
+
+
+@pytest.mark.parametrize("created,accepted", [(10, True), (10.0, True), ("10", True), (10.5, False), (True, False),
+                                              ("10.0", False), (-1, False), (None, True)])
+def test_webhook_created_at_is_what_the_documents_integer_or_digits_allow(created, accepted):
+    # JSON Schema's "integer" holds 10.0 (JSON does not tell it from 10), so the server takes it too.
+    from shared.livekit_webhook import WebhookEvent
+
+    assert server_accepts(WebhookEvent, {"event": "track_published", "createdAt": created}) == accepted
