@@ -82,6 +82,12 @@ class Db:
         self.execute("UPDATE public.profiles SET rank = %s, roles = %s WHERE id = %s", (rank, roles or [], uid))
         return Member(uid, rank, roles or [])
 
+    def guest(self) -> str:
+        """A Supabase anonymous sign-in: an auth user with is_anonymous, and (so) no profile."""
+        uid = str(uuid.uuid4())
+        self.execute("INSERT INTO auth.users (id, is_anonymous) VALUES (%s, true)", (uid,))
+        return uid
+
     def net(self, join: str = "vagrant", rx: str = "vagrant", tx: str = "scout", code: str | None = None) -> str:
         code = code or f"net-{uuid.uuid4().hex[:12]}"
         self.execute(
