@@ -5,11 +5,11 @@ NFKC and case folding."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import psycopg
 import pytest
 
+from tests.support import unique_callsign as unique
 from tests.text_cases import SHOWN
 
 
@@ -19,10 +19,6 @@ def _as_member(url: str, member_id: str):
     conn.execute("SELECT set_config('request.jwt.claims', %s, false)",
                  (json.dumps({"sub": member_id, "role": "authenticated"}),))
     return conn
-
-
-def unique(base: str) -> str:
-    return f"{base} {uuid.uuid4().hex[:8]}"
 
 
 def callsign_of(sql, member) -> str | None:
