@@ -56,9 +56,12 @@ CREATE TRIGGER profiles_callsign_unclaimed
   BEFORE INSERT OR UPDATE OF callsign ON public.profiles
   FOR EACH ROW EXECUTE FUNCTION public.profiles_callsign_unclaimed();
 
--- Guests got profiles until now; they have none from here on (a guest
--- cannot have used one: the functions have always refused guests).
-DELETE FROM public.profiles p USING auth.users u WHERE u.id = p.id AND u.is_anonymous;
+-- Guests got profiles until now. Those rows stay (flares, requests or
+-- subscriptions from before the functions refused guests may reference
+-- them, and deleting would cascade), but their callsigns go: a guest must
+-- not keep a name from a member. RLS and the functions ignore guests anyway.
+UPDATE public.profiles p SET callsign = NULL
+FROM auth.users u WHERE u.id = p.id AND u.is_anonymous AND p.callsign IS NOT NULL;
 
 -- Callsigns that collide today stay; the earliest holder of each is the one
 -- the unique index covers.

@@ -77,19 +77,22 @@ def _user(conn, callsign: str | None, *, guest: bool = False, created: str = "20
     return uid
 
 
-def test_migrating_keeps_colliding_callsigns_and_drops_guests_profiles(lived_in):
+def test_migrating_keeps_colliding_callsigns_and_takes_guests_callsigns(lived_in):
     with psycopg.connect(lived_in, autocommit=True) as conn:
         first = _user(conn, "Ace", created="2025-01-01")
         copy = _user(conn, "ACE", created="2025-02-01")
         fullwidth = _user(conn, "Ａｃｅ", created="2025-03-01")
-        guest = _user(conn, "Squatter", guest=True)
-        assert conn.execute("SELECT count(*) FROM public.profiles WHERE id = %s", (guest,)).fetchone()[0] == 1
+        guest = _user(conn, "Ace Squatter", guest=True)
+        assert conn.execute("SELECT callsign FROM public.profiles WHERE id = %s", (guest,)).fetchone()[0] == "Ace Squatter"
 
         migrate.migrate(lived_in, log=lambda *_: None)
 
         rows = dict(conn.execute("SELECT id::text, callsign FROM public.profiles").fetchall())
         assert (rows[first], rows[copy], rows[fullwidth]) == ("Ace", "ACE", "Ａｃｅ")
-        assert guest not in rows
+        assert rows[guest] is None
+        squatter = _user(conn, "ACE SQUATTER")
+        assert conn.execute("SELECT callsign FROM public.profiles WHERE id = %s", (squatter,)).fetchone()[0] \
+            == "ACE SQUATTER"
         # The callsign is still taken, by all three: a newcomer cannot have it...
         newcomer = _user(conn, "ace")
         assert conn.execute("SELECT callsign FROM public.profiles WHERE id = %s", (newcomer,)).fetchone()[0] is None
