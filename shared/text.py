@@ -10,12 +10,12 @@ separators. Nor may such text be only whitespace, of any kind.
 The same rule runs in three places, all built from the ranges below:
 - Python validation (`problem`, `shown_text`, the `ShownText` type);
 - the database, `public.text_is_shown_plainly(text)` in the migration
-  20251216000100_guests_text_rules_functions.sql, whose regular expressions
-  are `pattern("postgres")`'s classes character for character;
+  20251216000100_guests_text_rules_functions.sql, whose regular expression
+  is `pattern("postgres")` character for character;
 - OpenAPI string patterns (`pattern("ecma")`).
 tests/text_cases.py is the one set of cases run against Python and the
-database; tests/integration/test_text_rules.py also compares them on every
-code point.
+database; tests/integration/test_text_rules.py also compares both around
+every range boundary (on every code point in the slow suite).
 
 Callsigns are also compared: two are the same callsign when their
 `callsign_key` is equal (NFKC, then simple case folding, then NFKC again).
