@@ -110,7 +110,7 @@ OPERATIONS: tuple[Operation, ...] = (
               unstated_rules={"targetNetId": "must differ from sourceNetId (a net cannot be bridged to itself)."}),
     Operation("academy-request", "POST", "Ask for a guide in a skill",
               {201: "functions.academy.request:AcademyRequestCreated"}, "functions.academy.request:AcademyRequest",
-              errors=(*MEMBER_ERRORS, 404, 409)),
+              errors=(*MEMBER_ERRORS, 404, 409, 429)),
     Operation("academy-accept", "POST", "A certified guide accepts a pending request and opens a sim pod",
               {200: "functions.academy.accept:AcceptResponse"}, "functions.academy.accept:AcceptRequest",
               errors=(*MEMBER_ERRORS, 404, 409)),

@@ -79,6 +79,9 @@ class Settings(BaseModel):
     # academy-request, academy-accept and the sim-pod expiry schedule.
     SIM_POD_TTL_SECONDS: int = Field(7200, ge=60, le=86400)
     ACADEMY_REQUEST_MAX_AGE_SECONDS: int = Field(86400, ge=60, le=2592000)
+    # At most this many new academy requests per member per window (each pages every certified guide).
+    ACADEMY_REQUEST_RATE_LIMIT: int = Field(3, ge=1, le=1000)
+    ACADEMY_REQUEST_RATE_WINDOW_SECONDS: int = Field(600, ge=1, le=604800)
     SIM_POD_EXPIRY_BATCH: int = Field(50, ge=1, le=500)
 
     NEXT_PUBLIC_VAPID_PUBLIC_KEY: str | None = None

@@ -46,11 +46,17 @@ def sign_user_token(user_id: str, *, secret: str = JWT_SECRET, algorithm: str = 
     return jwt.encode(claims, secret, algorithm=algorithm, headers=headers)
 
 
+def unique_callsign(base: str) -> str:
+    """Callsigns are unique (after NFKC and case folding) in the one database a session shares."""
+    return f"{base} {uuid.uuid4().hex[:8]}"
+
+
 @dataclass
 class Member:
     id: str
     rank: str
     roles: list[str]
+    callsign: str | None = None  # as the profile holds it
 
     def token(self, **overrides: Any) -> str:
         return sign_user_token(self.id, **overrides)
@@ -79,8 +85,15 @@ class Db:
         meta = json.dumps({"callsign": callsign} if callsign else {})
         self.execute("INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES (%s, %s, %s::jsonb)",
                      (uid, f"{uid}@example.test", meta))
-        self.execute("UPDATE public.profiles SET rank = %s, roles = %s WHERE id = %s", (rank, roles or [], uid))
-        return Member(uid, rank, roles or [])
+        held = self.one("UPDATE public.profiles SET rank = %s, roles = %s WHERE id = %s RETURNING callsign",
+                        (rank, roles or [], uid))
+        return Member(uid, rank, roles or [], held)
+
+    def guest(self) -> str:
+        """A Supabase anonymous sign-in: an auth user with is_anonymous, and (so) no profile."""
+        uid = str(uuid.uuid4())
+        self.execute("INSERT INTO auth.users (id, is_anonymous) VALUES (%s, true)", (uid,))
+        return uid
 
     def net(self, join: str = "vagrant", rx: str = "vagrant", tx: str = "scout", code: str | None = None) -> str:
         code = code or f"net-{uuid.uuid4().hex[:12]}"

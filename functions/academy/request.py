@@ -2,7 +2,9 @@
 
 POST {skillId} with `Authorization: Bearer <Supabase token>`. Any member not
 in the brig; one open request per cadet and skill (a repeat answers 409 with
-the existing request's id). Every guide certified for the skill, except the
+the existing request's id); at most ACADEMY_REQUEST_RATE_LIMIT new requests
+per member per ACADEMY_REQUEST_RATE_WINDOW_SECONDS (429 with Retry-After,
+nothing written). Every guide certified for the skill, except the
 cadet, gets an ACADEMY_REQUEST notification. All one SQL call
 (`public.academy_request_create`). Answers 201 {requestId, status: "PENDING"}.
 """
@@ -46,6 +48,10 @@ def _refusal(result: dict) -> ApiError:
                         {"requestId": result["requestId"], "status": result["status"]})
     if error == "BRIGGED":
         return ApiError("FORBIDDEN", "You are in the brig and cannot request training.")
+    if error == "RATE_LIMITED":
+        retry = int(result["retryAfter"])
+        return ApiError("RATE_LIMITED", f"You asked for training too often; you can ask again in {retry} s.",
+                        {"retryAfter": retry}, headers={"Retry-After": str(retry)})
     return ApiError("FORBIDDEN", "Your account has no member profile yet.")  # NO_PROFILE
 
 
@@ -56,7 +62,9 @@ def request_training(request: Request) -> Response:
     body: AcademyRequest = request.model(AcademyRequest, settings.MAX_BODY_BYTES)
 
     result = db.call("academy_request_create", p_user_id=caller.user_id, p_skill_id=str(body.skillId),
-                     p_max_age_seconds=settings.ACADEMY_REQUEST_MAX_AGE_SECONDS)
+                     p_max_age_seconds=settings.ACADEMY_REQUEST_MAX_AGE_SECONDS,
+                     p_rate_limit=settings.ACADEMY_REQUEST_RATE_LIMIT,
+                     p_rate_window_seconds=settings.ACADEMY_REQUEST_RATE_WINDOW_SECONDS)
     if "error" in result:
         raise _refusal(result)
     return Response(201, {"requestId": result["requestId"], "status": result["status"]})

@@ -32,7 +32,8 @@ from shared.errors import ApiError
 from shared.http import JsonApp, Request, Response
 from shared.lambda_adapter import lambda_handler
 from shared.observability import count
-from shared.text_rules import NO_CONTROL, Stripped
+from shared.text import ShownText
+from shared.text_rules import Stripped
 
 log = logging.getLogger("nexus.push.rescue")
 
@@ -42,7 +43,9 @@ MAX_BODY_BYTES = 4096
 class FlareBody(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    location: Annotated[str, Stripped(200), NO_CONTROL]
+    # Responders are shown it in the push: shared/text.py's rules (which
+    # include text_rules.NO_CONTROL's), counted after stripping.
+    location: Annotated[ShownText, Stripped(200)]
     flareType: Literal["MEDICAL", "COMBAT"]
 
 

@@ -30,8 +30,12 @@ CREATE TABLE IF NOT EXISTS auth.users (
   raw_user_meta_data jsonb NOT NULL DEFAULT '{}'::jsonb,
   raw_app_meta_data jsonb NOT NULL DEFAULT '{}'::jsonb,
   created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  -- Supabase's anonymous sign-ins ("guests"); false once linked to an email.
+  is_anonymous boolean NOT NULL DEFAULT false
 );
+-- Shims made before the column existed (an existing `make dev` database).
+ALTER TABLE auth.users ADD COLUMN IF NOT EXISTS is_anonymous boolean NOT NULL DEFAULT false;
 
 -- Same definitions as Supabase's: claims come from the request settings that
 -- PostgREST (or a test) sets per transaction.

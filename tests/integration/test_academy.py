@@ -61,7 +61,8 @@ def counts(sql, skill: str) -> dict[str, int]:
 def academy(sql):
     """A skill, a cadet who wants it, and two certified guides."""
     skill = make_skill(sql)
-    cadet, g1, g2 = sql.member("scout", callsign="Rookie"), sql.member("voyager", callsign="Mentor"), sql.member("founder")
+    cadet = sql.member("scout", callsign=support.unique_callsign("Rookie"))
+    g1, g2 = sql.member("voyager", callsign=support.unique_callsign("Mentor")), sql.member("founder")
     certify(sql, skill, g1, g2)
     return skill, cadet, [g1, g2]
 
@@ -90,7 +91,7 @@ def test_request_is_pending_and_notifies_the_guides(ask, sql, academy):
                        (rid,)) == [(cadet.id, "PENDING", None)]
     queued = notifications(sql, "ACADEMY_REQUEST", requestId=rid)
     assert [r for r, _ in queued] == sorted(g.id for g in guides)
-    assert queued[0][1]["cadetCallsign"] == "Rookie"
+    assert queued[0][1]["cadetCallsign"] == cadet.callsign
 
 
 def test_repeat_request_is_409_with_the_open_request_id(ask, sql, academy):
@@ -168,7 +169,7 @@ def test_certified_guide_accepts_and_gets_a_pod(ask, accept, sql, academy):
     assert claims.identity == guide.id and claims.video.room == body["roomName"]
     assert claims.video.room_join and claims.video.can_publish and claims.video.can_subscribe
     assert json.loads(claims.metadata) == {"userId": guide.id, "rank": "voyager"}
-    assert claims.name == "Mentor"
+    assert claims.name == guide.callsign
 
     assert sql.execute("SELECT status, guide_id::text, sim_pod_id FROM public.instruction_requests WHERE id = %s",
                        (rid,)) == [("ACCEPTED", guide.id, body["simPodId"])]
@@ -176,7 +177,7 @@ def test_certified_guide_accepts_and_gets_a_pod(ask, accept, sql, academy):
                        "WHERE id = %s", (body["simPodId"],)) == [(cadet.id, guide.id, body["roomName"], None)]
     [(recipient, payload)] = notifications(sql, "ACADEMY_ACCEPTED", requestId=rid)
     assert recipient == cadet.id
-    assert payload["simPodId"] == body["simPodId"] and payload["guideCallsign"] == "Mentor"
+    assert payload["simPodId"] == body["simPodId"] and payload["guideCallsign"] == guide.callsign
 
 
 def test_pod_lifetime_is_configurable(ask, accept, sql, academy, env):
@@ -289,3 +290,82 @@ def test_second_accept_by_another_guide_is_409(ask, accept, sql, academy):
     _refused_and_nothing_written(accept, sql, skill, rid, g2, 409, "CONFLICT")
     # the winner asking again is no different
     _refused_and_nothing_written(accept, sql, skill, rid, g1, 409, "CONFLICT")
+
+
+# --- academy-request's rate limit --------------------------------------------
+
+def _skills(sql, n: int) -> list[str]:
+    return [make_skill(sql) for _ in range(n)]
+
+
+# Given a cadet who asked for three skills, when they ask for a fourth within
+# ten minutes, then 429 RATE_LIMITED with Retry-After, and nothing is written:
+# no request, no guide paged.
+def test_a_fourth_request_within_the_window_is_rate_limited(ask, sql):
+    cadet, guide = sql.member("scout"), sql.member("voyager")
+    skills = _skills(sql, 4)
+    certify(sql, skills[3], guide)
+    for skill in skills[:3]:
+        request_id(ask, skill, cadet)
+
+    reply = ask.post({"skillId": skills[3]}, cadet.auth())
+
+    assert reply.status == 429 and reply.json["error"] == "RATE_LIMITED", reply
+    retry = int(reply.headers["retry-after"])
+    assert 1 <= retry <= 600 and reply.json["details"] == {"retryAfter": retry}
+    assert counts(sql, skills[3]) == {"requests": 0, "pods": 0, "notifications": 0, "accepted": 0}
+
+
+# Given a cadet at the limit, when the window has passed, then they may ask again.
+def test_the_limit_lifts_once_the_window_has_passed(ask, sql):
+    cadet = sql.member("scout")
+    skills = _skills(sql, 4)
+    for skill in skills[:3]:
+        request_id(ask, skill, cadet)
+    assert ask.post({"skillId": skills[3]}, cadet.auth()).status == 429
+    sql.execute("UPDATE public.instruction_requests SET created_at = created_at - interval '601 seconds' "
+                "WHERE cadet_id = %s", (cadet.id,))
+    assert ask.post({"skillId": skills[3]}, cadet.auth()).status == 201
+
+
+# Given a cadet at the limit, when they repeat a request that is still open
+# (a retry after a lost answer), then they learn its id: 409, not 429.
+def test_a_repeat_at_the_limit_still_answers_the_open_request(ask, sql):
+    cadet = sql.member("scout")
+    skills = _skills(sql, 3)
+    ids = [request_id(ask, skill, cadet) for skill in skills]
+    reply = ask.post({"skillId": skills[0]}, cadet.auth())
+    assert reply.status == 409 and reply.json["details"]["requestId"] == ids[0]
+
+
+# Given ACADEMY_REQUEST_RATE_LIMIT=1 and a 60 s window, the second request is
+# refused and Retry-After stays within the window.
+def test_the_limit_and_window_come_from_the_settings(env, sql):
+    from functions.academy.request import app
+
+    env.setenv("ACADEMY_REQUEST_RATE_LIMIT", "1")
+    env.setenv("ACADEMY_REQUEST_RATE_WINDOW_SECONDS", "60")
+    ask = Client(app)
+    cadet = sql.member("scout")
+    first, second = _skills(sql, 2)
+    request_id(ask, first, cadet)
+    reply = ask.post({"skillId": second}, cadet.auth())
+    assert reply.status == 429 and 1 <= int(reply.headers["retry-after"]) <= 60
+
+
+# Given one cadet asking for eight skills at once, exactly three get through.
+def test_concurrent_requests_cannot_race_past_the_limit(ask, sql):
+    cadet = sql.member("scout")
+    skills = _skills(sql, 8)
+    statuses: list[int] = []
+
+    def one(skill: str) -> None:
+        statuses.append(ask.post({"skillId": skill}, cadet.auth()).status)
+
+    threads = [threading.Thread(target=one, args=(s,)) for s in skills]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [201] * 3 + [429] * 5
+    assert sql.one("SELECT count(*) FROM public.instruction_requests WHERE cadet_id = %s", (cadet.id,)) == 3

@@ -209,11 +209,11 @@ def test_a_listener_gets_no_publish_sources(client, sql):
 # then the name LiveKit shows is still the sender's own callsign.
 def test_participant_name_cannot_impersonate_another_member(client, sql):
     room = sql.net()
-    sql.member("founder", callsign="Commander")
-    me = sql.member("scout", callsign="Rookie")
-    reply = client.post({"roomName": room, "participantName": "Commander"}, me.auth())
+    commander = sql.member("founder", callsign=support.unique_callsign("Commander"))
+    me = sql.member("scout", callsign=support.unique_callsign("Rookie"))
+    reply = client.post({"roomName": room, "participantName": commander.callsign}, me.auth())
     assert reply.status == 200, reply
-    assert verify_livekit(reply.json["token"]).name == "Rookie"
+    assert verify_livekit(reply.json["token"]).name == me.callsign
 
 
 def test_a_member_without_callsign_is_named_from_their_profile(client, sql):
@@ -222,18 +222,26 @@ def test_a_member_without_callsign_is_named_from_their_profile(client, sql):
     assert verify_livekit(reply.json["token"]).name == f"Voyager {me.id[:8]}"
 
 
+# A sign-up's callsign with control or format characters is left out
+# (shared/text.py); one written before that rule is cleaned on the way to LiveKit.
 def test_control_characters_in_a_callsign_do_not_reach_livekit(client, sql):
     me = sql.member("scout", callsign="Ace\n\u202eeci\tAdmin")
     reply = client.post({"roomName": sql.net()}, me.auth())
-    assert verify_livekit(reply.json["token"]).name == "Ace eci Admin"
+    assert verify_livekit(reply.json["token"]).name == f"Scout {me.id[:8]}"
+
+
+def test_a_callsign_from_before_the_text_rules_is_cleaned_for_livekit():
+    from shared.livekit_tokens import display_name
+
+    assert display_name({"callsign": "Ace\n\u202eeci\tAdmin", "rank": "scout"}, "x" * 36) == "Ace eci Admin"
 
 
 def test_bridged_net_tokens_carry_the_same_name_and_sources(client, sql):
     a, b = sql.net(), sql.net()
     _bridge(sql, a, b)
-    me = sql.member("scout", callsign="Relay")
+    me = sql.member("scout", callsign=support.unique_callsign("Relay"))
     reply = client.post({"roomName": a, "participantName": "Someone"}, me.auth())
     [bridge] = reply.json["bridges"]
     claims = verify_livekit(bridge["token"])
-    assert claims.name == "Relay" and claims.video.can_publish_sources == ["microphone"]
+    assert claims.name == me.callsign and claims.video.can_publish_sources == ["microphone"]
     assert claims.room_config is None  # nets keep LiveKit's default room lifecycle

@@ -1,8 +1,9 @@
 """Row-level security, cell by cell, for every table we own.
 
 For each table in `public` and `nexus_private` the matrix below declares
-what anon, the owning member, another member and service_role may do with
-select, insert, update and delete. Every cell is asserted by attempting the
+what anon, a guest (Supabase's anonymous sign-in: role authenticated with
+the JWT claim is_anonymous true), the owning member, another member and
+service_role may do with select, insert, update and delete. Every cell is asserted by attempting the
 operation as that role (SET LOCAL ROLE plus `request.jwt.claims`, as
 PostgREST does) inside a transaction that is rolled back, against the real
 migrations. A table without an entry fails the suite, so a new table cannot
@@ -25,7 +26,7 @@ from typing import Callable
 import psycopg
 import pytest
 
-ROLES = ("anon", "owner", "other", "service_role")
+ROLES = ("anon", "guest", "owner", "other", "service_role")
 OPS = ("select", "insert", "update", "delete")
 ALL = "select insert update delete"
 
@@ -271,12 +272,15 @@ def conn(database_url):
 
 @pytest.fixture(scope="module")
 def people(sql):
-    return {"owner": sql.member("scout").id, "other": sql.member("founder").id}
+    return {"owner": sql.member("scout").id, "other": sql.member("founder").id, "guest": sql.guest()}
 
 
 def _claims(role: str, people: dict[str, str]) -> tuple[str, dict]:
     if role in ("owner", "other"):
         return "authenticated", {"sub": people[role], "role": "authenticated", "aud": "authenticated"}
+    if role == "guest":
+        return "authenticated", {"sub": people[role], "role": "authenticated", "aud": "authenticated",
+                                 "is_anonymous": True}
     return role, {"role": role}
 
 
@@ -343,8 +347,9 @@ def test_every_table_has_a_matrix_entry(conn):
     assert sorted(MATRIX.keys() - tables) == [], "matrix entries for tables that do not exist"
 
 
-# Beyond the four columns: flare responders (Rescue or Medic) read every flare.
-@pytest.mark.parametrize("roles,sees", [(["Rescue"], True), (["medic"], True), ([], False), (["brigged"], False)])
+# Beyond the matrix: flare responders (Rescue or Medic) read every flare, unless in the brig.
+@pytest.mark.parametrize("roles,sees", [(["Rescue"], True), (["medic"], True), ([], False), (["brigged"], False),
+                                        (["Rescue", "brigged"], False), (["Medic", "Brigged"], False)])
 def test_flare_responders_read_flares(conn, sql, people, roles, sees):
     responder = sql.member("scout", roles).id
     with conn.transaction(force_rollback=True):
@@ -355,7 +360,7 @@ def test_flare_responders_read_flares(conn, sql, people, roles, sees):
     assert error is None and touched == (1 if sees else 0)
 
 
-# Beyond the four columns: the guide of an accepted request reads it and its pod;
+# Beyond the matrix: the guide of an accepted request reads it and its pod;
 # a guide certified for the skill reads its pending requests (the job board).
 def test_guides_read_their_requests_and_pods(conn, sql, people):
     guide = sql.member("voyager").id
@@ -377,3 +382,32 @@ def test_guides_read_their_requests_and_pods(conn, sql, people):
         assert attempt(conn, "authenticated", as_guide, select, (accepted,)) == (1, None)
         assert attempt(conn, "authenticated", as_guide,
                        "SELECT count(*) FROM public.sim_pods WHERE id = %s", (pod,)) == (1, None)
+
+
+# Beyond the matrix: a guest reads nothing even of what is addressed to it,
+# and any value of the claim but false (or no claim) makes a guest.
+def test_guests_read_nothing_even_their_own(conn, people):
+    guest = people["guest"]
+    as_guest = {"sub": guest, "role": "authenticated", "is_anonymous": True}
+    as_member = {"sub": guest, "role": "authenticated", "is_anonymous": False}
+    with conn.transaction(force_rollback=True):
+        conn.execute("INSERT INTO public.profiles (id) VALUES (%s)", (guest,))
+        note = Arrange(conn, people["owner"], people["other"]).notification(guest)
+        for sql, key in (("SELECT count(*) FROM public.profiles WHERE id = %s", guest),
+                         ("SELECT count(*) FROM public.notification_queue WHERE id = %s", note)):
+            assert attempt(conn, "authenticated", as_guest, sql, (key,)) == (0, None)
+            assert attempt(conn, "authenticated", as_member, sql, (key,)) == (1, None)
+        assert attempt(conn, "authenticated", as_guest,
+                       "UPDATE public.profiles SET callsign = 'Squatter' WHERE id = %s", (guest,)) == (0, None)
+
+
+@pytest.mark.parametrize("claim,sees", [(True, False), ("true", False), (None, False), ("false", False),
+                                        (False, True), ("absent", True)])
+def test_is_anonymous_claim(conn, people, claim, sees):
+    claims = {"sub": people["other"], "role": "authenticated"}
+    if claim != "absent":
+        claims["is_anonymous"] = claim
+    with conn.transaction(force_rollback=True):
+        net = Arrange(conn, people["owner"], people["other"]).net()
+        touched = attempt(conn, "authenticated", claims, "SELECT count(*) FROM public.voice_nets WHERE id = %s", (net,))
+    assert touched == ((1 if sees else 0), None)

@@ -17,7 +17,7 @@ from shared import auth, config, db
 from shared.db import DatabaseError, PsycopgTransport, SupabaseRpcTransport
 from tests import support
 from tests.peers.postgrest import PostgrestPeer, api_key
-from tests.support import Client
+from tests.support import Client, unique_callsign
 
 SERVICE_KEY = api_key(support.JWT_SECRET, "service_role")
 ANON_KEY = api_key(support.JWT_SECRET, "anon")
@@ -77,7 +77,7 @@ def comparable(reply) -> tuple:
 def scenarios(sql):
     room = sql.net("voyager", "voyager", "founder")
     return {
-        "allowed": (sql.member("founder", callsign="Ace").auth(), room),
+        "allowed": (sql.member("founder", callsign=unique_callsign("Ace")).auth(), room),
         "listen-only": (sql.member("voyager").auth(), room),
         "insufficient": (sql.member("scout").auth(), room),
         "unknown room": (sql.member("pioneer").auth(), "no-such-net"),
@@ -189,13 +189,13 @@ def test_database_errors_carry_the_same_sqlstate(database_url, peer, function, a
 
 
 def test_both_transports_return_the_same_json(database_url, peer, sql):
-    member, room = sql.member("voyager", ["Rescue"], callsign="Echo"), sql.net("scout", "scout", "founder")
+    member, room = sql.member("voyager", ["Rescue"], callsign=unique_callsign("Echo")), sql.net("scout", "scout", "founder")
     direct, rpc = PsycopgTransport(database_url), SupabaseRpcTransport(peer.url, SERVICE_KEY)
     try:
         a = direct.call("livekit_token_context", p_user_id=member.id, p_room=room)
         b = rpc.call("livekit_token_context", p_user_id=member.id, p_room=room)
         assert a == b
-        assert a["profile"] == {"rank": "voyager", "roles": ["Rescue"], "callsign": "Echo"}
+        assert a["profile"] == {"rank": "voyager", "roles": ["Rescue"], "callsign": member.callsign}
     finally:
         direct.close()
         rpc.close()

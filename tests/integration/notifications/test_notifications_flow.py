@@ -9,6 +9,7 @@ import time
 import uuid
 
 from tests.integration.notifications.conftest import delivery_rows, run_fanout, subscribe
+from tests.support import unique_callsign
 
 
 def _responder_ids(sql, sender_id: str) -> set[str]:
@@ -25,7 +26,7 @@ def test_flare_reaches_every_responder_device_decrypted_and_nowhere_else(
     # Given responders with devices (a medic with two), and members who must not hear it
     medic, rescuer = sql.member("voyager", ["Medic"]), sql.member("scout", ["Rescue"])
     brigged_medic, bystander = sql.member("scout", ["Medic", "brigged"]), sql.member("founder")
-    sender = sql.member("scout", ["Medic"], callsign="Nomad-7")
+    sender = sql.member("scout", ["Medic"], callsign=unique_callsign("Nomad-7"))
     devices = {
         "medic-phone": (medic, push_service.new_device()),
         "medic-laptop": (medic, push_service.new_device()),
@@ -57,8 +58,8 @@ def test_flare_reaches_every_responder_device_decrypted_and_nowhere_else(
         p = payloads[0]
         assert p["type"] == "RESCUE_FLARE"
         assert p["data"] == {"flareId": flare_id, "flareType": "MEDICAL", "location": "Stanton III - Crusader",
-                             "senderId": sender.id, "senderCallsign": "Nomad-7"}
-        assert "Nomad-7" in p["body"] and "Stanton III - Crusader" in p["body"]
+                             "senderId": sender.id, "senderCallsign": sender.callsign}
+        assert sender.callsign in p["body"] and "Stanton III - Crusader" in p["body"]
     # And nowhere else
     for name in ("brigged", "bystander", "sender"):
         assert push_service.payloads_for(devices[name][1]) == [], name

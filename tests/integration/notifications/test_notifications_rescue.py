@@ -3,10 +3,14 @@ refusal writes nothing."""
 
 from __future__ import annotations
 
+import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared import text
 from tests.integration.notifications.conftest import assert_envelope
+from tests.text_cases import SHOWN
 
 FLARE = {"location": "Stanton III - Crusader", "flareType": "MEDICAL"}
 
@@ -77,6 +81,20 @@ def test_bad_bodies_are_refused_and_nothing_is_written(push_env, rescue_app, sql
     assert rescue_app.post(FLARE).status == 401
     assert rescue_app.request("GET", headers=scout.auth()).status == 405
     assert _written(sql, scout) == (0, 0)
+
+
+# Responders are shown the location: shared/text.py's rules, in the
+# function and in the database (whatever writes the row). The function strips
+# surrounding whitespace first ("Ace\r" becomes a fine "Ace").
+@pytest.mark.parametrize("location", [v for v, shown in SHOWN if not shown and text.problem(v.strip())])
+def test_a_location_others_must_not_be_shown_is_refused(push_env, rescue_app, sql, location):
+    scout = sql.member("scout")
+    r = rescue_app.post({"location": location, "flareType": "COMBAT"}, headers=scout.auth())
+    assert r.status == 400 and "location" in r.json["details"]["fields"], r
+    assert _written(sql, scout) == (0, 0)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        sql.execute("INSERT INTO public.flares (sender_id, flare_type, location) VALUES (%s, 'COMBAT', %s)",
+                    (scout.id, location))
 
 
 _text = st.text(max_size=250)

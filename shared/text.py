@@ -1,0 +1,159 @@
+"""Text that one member writes and others see, defined once.
+
+Callsigns, flare locations and whatever else a member writes that reaches
+another member (LiveKit names, push titles and bodies, academy
+notifications) must not carry characters that change how the text around
+them looks: control characters, Unicode format characters (category Cf:
+bidi overrides such as U+202E, zero-width characters) and line or paragraph
+separators. Nor may such text be only whitespace, of any kind.
+
+The same rule runs in three places, all built from the ranges below:
+- Python validation (`problem`, `shown_text`, the `ShownText` type);
+- the database, `public.text_is_shown_plainly(text)` in the migration
+  20251216000100_guests_text_rules_functions.sql, whose regular expression
+  is `pattern("postgres")` character for character;
+- OpenAPI: `ShownText` fields carry `pattern("jsonschema")` (with the
+  surrounding whitespace the models strip), so a generated client is told.
+tests/text_cases.py is the one set of cases run against Python and the
+database; tests/integration/test_text_rules.py also compares both around
+every range boundary (on every code point in the slow suite).
+
+Callsigns are also compared: two are the same callsign when their
+`callsign_key` is equal (NFKC, then simple case folding, then NFKC again).
+The folding is a frozen table (shared/casefold.py) rather than lower() or
+casefold(), whose results depend on the database's locale or the Python
+version.
+
+The ranges are frozen (Unicode 15.1) for the same reason: `unicodedata`
+and PostgreSQL each know some Unicode version, not necessarily the same.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated, Any, Literal
+
+Ranges = tuple[tuple[int, int], ...]
+
+# Category Cc. NUL can never reach the database (text refuses it), but
+# Python strings can hold it.
+CONTROL: Ranges = ((0x0000, 0x001F), (0x007F, 0x009F))
+# Category Cf as of Unicode 15.1.
+FORMAT: Ranges = (
+    (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F),
+    (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)
+# Categories Zl and Zp.
+SEPARATORS: Ranges = ((0x2028, 0x2029),)
+FORBIDDEN: Ranges = CONTROL + FORMAT + SEPARATORS
+
+# Whitespace of any kind (Unicode's White_Space property) and the characters
+# that draw as nothing (Hangul fillers, the blank braille pattern). Allowed
+# between words; a string of nothing else is refused.
+BLANK: Ranges = (
+    (0x0009, 0x000D), (0x0020, 0x0020), (0x0085, 0x0085), (0x00A0, 0x00A0), (0x115F, 0x1160),
+    (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F),
+    (0x2800, 0x2800), (0x3000, 0x3000), (0x3164, 0x3164), (0xFFA0, 0xFFA0),
+)
+
+Dialect = Literal["python", "postgres", "ecma", "jsonschema"]
+
+
+def _escape(cp: int, dialect: Dialect) -> str:
+    if cp <= 0xFFFF:
+        return f"\\u{cp:04x}"
+    if dialect == "jsonschema":
+        # JSON Schema validators run the pattern with ECMA-262's `u` flag (ajv)
+        # or Python's re (schemathesis, jsonschema): \\u{...} is ECMA only and
+        # \\U Python only, but the character itself is one code point in both.
+        return chr(cp)
+    return f"\\u{{{cp:x}}}" if dialect == "ecma" else f"\\U{cp:08x}"
+
+
+def char_class(ranges: Ranges, *, negate: bool = False, dialect: Dialect = "python") -> str:
+    """A bracket expression matching one character in `ranges` (or, negated, not in them).
+
+    python and postgres (ARE) spell it identically (\\uXXXX, \\UXXXXXXXX);
+    ecma uses \\u{...} for code points beyond the BMP (the regex `u` flag).
+    PostgreSQL text cannot hold NUL, and its regex refuses \\u0000, so that
+    range starts at U+0001 there.
+    """
+    parts = []
+    for lo, hi in ranges:
+        if dialect == "postgres" and lo == 0:
+            lo = 1
+        parts.append(_escape(lo, dialect) if lo == hi else f"{_escape(lo, dialect)}-{_escape(hi, dialect)}")
+    return "[" + ("^" if negate else "") + "".join(parts) + "]"
+
+
+def pattern(dialect: Dialect = "python") -> str:
+    """The whole rule as one anchored regular expression: nothing forbidden, something visible."""
+    allowed = char_class(FORBIDDEN, negate=True, dialect=dialect)
+    visible = char_class(FORBIDDEN + BLANK, negate=True, dialect=dialect)
+    return f"^{allowed}*{visible}{allowed}*$"
+
+
+def _characters(ranges: Ranges) -> frozenset[str]:
+    return frozenset(chr(cp) for lo, hi in ranges for cp in range(lo, hi + 1))
+
+
+# Sets rather than compiled patterns: a few hundred characters, and no
+# regex compile on the cold-start path of the functions that validate.
+_FORBIDDEN = _characters(FORBIDDEN)
+_BLANK = _characters(BLANK)
+
+
+def problem(text: str) -> str | None:
+    """Why others must not be shown `text`, or None when it is fine."""
+    for ch in text:
+        if ch in _FORBIDDEN:
+            return (f"must not contain U+{ord(ch):04X}: control, format (such as bidi or zero-width) "
+                    "and line or paragraph separator characters are not allowed")
+    if all(ch in _BLANK for ch in text):
+        return "must contain more than whitespace"
+    return None
+
+
+def shown_text(value: str) -> str:
+    """pydantic validator: refuse text that others must not be shown."""
+    reason = problem(value)
+    if reason:
+        raise ValueError(reason)
+    return value
+
+
+class _Shown:
+    """pydantic: check with `shown_text`; openapi.json states the same rule as a pattern."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(shown_text, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        from shared.text_rules import WHITESPACE, add_pattern
+
+        out = handler(schema)
+        # The models strip surrounding whitespace before checking; a client sends it unstripped.
+        inner = pattern("jsonschema")[1:-1]
+        add_pattern(handler.resolve_ref_schema(out), f"^[{WHITESPACE}]*{inner}[{WHITESPACE}]*$")
+        return out
+
+
+# A str field whose value other members will see.
+ShownText = Annotated[str, _Shown()]
+
+
+def callsign_key(callsign: str) -> str:
+    """What two callsigns must differ in: NFKC, simple case folding, NFKC.
+
+    The database's `public.callsign_key(text)` computes the same, and a
+    unique index on it keeps callsigns distinct.
+    """
+    from shared import casefold  # the table is only needed where callsigns are compared
+
+    folded = unicodedata.normalize("NFKC", callsign).translate(casefold.table())
+    return unicodedata.normalize("NFKC", folded)

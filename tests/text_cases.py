@@ -1,0 +1,86 @@
+"""The one set of cases for shared/text.py's rules, run against Python
+(tests/unit/test_text.py) and the database (tests/integration/test_text_rules.py).
+
+SHOWN: (text, may others be shown it). SAME_CALLSIGN: (a, b, are they the
+same callsign). Only characters whose normalisation every Unicode version
+from 14 on agrees about, so the cases hold on any PostgreSQL 15-18 and any
+Python 3.11+.
+"""
+
+from __future__ import annotations
+
+SHOWN: list[tuple[str, bool]] = [
+    ("Ace", True),
+    ("Ace Ventura-2 ✈", True),
+    ("Стрелок", True),
+    ("名前", True),
+    ("Ñandú", True),
+    ("x", True),
+    ("  Ace  ", True),           # surrounding spaces are not the rule's business
+    ("Ace\u00a0Medic", True),    # whitespace between words is fine
+    ("Ace\u3164", True),         # a filler beside something visible
+    ("🚀 Rocket", True),
+    ("e\u0301", True),           # a combining mark is not a format character
+    # control characters (Cc)
+    ("Ace\nMedic needs help", False),
+    ("Ace\r", False),
+    ("Ace\t", False),
+    ("Ace\x7f", False),
+    ("Ace\x1b[31m", False),
+    ("Ace\x85", False),
+    ("\x01", False),
+    # format characters (Cf)
+    ("Ace\u202eeciv", False),    # right-to-left override
+    ("\u202dAce", False),        # left-to-right override
+    ("Ace\u2066x\u2069", False), # isolates
+    ("A\u200bce", False),        # zero-width space
+    ("A\u200dce", False),        # zero-width joiner
+    ("A\u200ece", False),        # left-to-right mark
+    ("A\u061cce", False),        # Arabic letter mark
+    ("\ufeffAce", False),        # byte order mark / zero-width no-break space
+    ("Ace\u00ad", False),        # soft hyphen
+    ("Ace\u2060", False),        # word joiner
+    ("Ace\U000e0041", False),    # tag character
+    ("Ace\U0001d173", False),    # musical symbol begin beam
+    # line and paragraph separators (Zl, Zp)
+    ("Ace\u2028Medic", False),
+    ("Ace\u2029", False),
+    # nothing but whitespace, of any kind
+    ("   ", False),
+    ("\u00a0", False),
+    ("\u3000\u3000", False),
+    ("\u2002\u2003\u2009", False),
+    ("\u205f\u202f\u1680", False),
+    ("\u3164", False),           # Hangul filler
+    ("\u2800\u115f", False),     # blank braille pattern, Hangul choseong filler
+    ("\u00a0\ufeff", False),
+]
+
+SAME_CALLSIGN: list[tuple[str, str, bool]] = [
+    ("Ace", "ace", True),
+    ("Ace", "ACE", True),
+    ("Ace", "Ａｃｅ", True),             # fullwidth (NFKC)
+    ("ace", "\u1d2c\u1d9c\u1d49", True),   # modifier letters (NFKC)
+    ("Ñandú", "N\u0303andu\u0301", True),  # composed vs decomposed
+    ("ÑANDÚ", "ñandú", True),
+    ("Àce", "àCE", True),
+    ("Straße", "STRAẞE", True),          # capital sharp s folds to ß
+    ("Strasse", "Straße", False),        # simple folding keeps ß
+    ("ΟΔΥΣΣΕΥΣ", "οδυσσευς", True),
+    ("ΟΔΥΣΣΕΥΣ", "οδυσσευς".replace("ς", "σ"), True),
+    ("οδυσσευς", "οδυσσευσ", True),        # final sigma
+    ("Стрелок", "СТРЕЛОК", True),
+    ("Ǆ", "ǆ", True),                    # titlecase digraphs
+    ("ǅ", "Ǆ", True),
+    ("ﬁre", "FIRE", True),               # ligature (NFKC)
+    ("Ⅻ", "xii", True),                  # roman numeral (NFKC) then folding
+    ("K", "\u212a", True),               # Kelvin sign
+    ("Å", "\u212b", True),               # Angstrom sign
+    ("Ace", "Ace ", False),
+    ("Ace", "Ac3", False),
+    ("Ace", "Асе", False),               # Cyrillic look-alikes are other letters
+    ("İstanbul", "istanbul", False),     # dotted capital I has no simple folding
+    ("ꭰ", "Ꭰ", True),                    # Cherokee folds to upper case
+    ("Ꮿ", "ꮿ", True),
+    ("𐐀", "𐐨", True),                    # Deseret, beyond the BMP
+]
