@@ -216,3 +216,28 @@ async def room_service(url: str, api_key: str, api_secret: str, call: str, **req
         return await getattr(lk.room, call)(requests[call](**request))
     finally:
         await lk.aclose()
+
+
+# -- a client in a process of its own (to be killed) ------------------------------------------
+
+def _hold(url: str, token: str) -> None:
+    """Connect, say so on stdout, and stay until killed."""
+    import sys
+
+    async def main() -> None:
+        await connect(url, token)
+        print("connected", flush=True)
+        while True:
+            await asyncio.sleep(3600)
+
+    try:
+        asyncio.run(main())
+    except Refused as e:
+        print(f"refused: {e}", flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _hold(sys.argv[1], sys.argv[2])
