@@ -73,14 +73,22 @@ def functions_port() -> int:
     return free_port()
 
 
+def serving(binary: Path, webhook_port: int):
+    """A started livekit-server with the suite's key pair, its webhooks to livekit-webhook on
+    127.0.0.1:`webhook_port` (the functions, or a proxy in front of them); stopped after."""
+    server = LiveKitServer(support.LIVEKIT_KEY, support.LIVEKIT_SECRET, binary=binary,
+                           webhook_urls=[f"http://127.0.0.1:{webhook_port}/functions/v1/livekit-webhook"])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def livekit(livekit_binary, functions_port):
     """The session's livekit-server; its webhooks go to the session's functions."""
-    server = LiveKitServer(support.LIVEKIT_KEY, support.LIVEKIT_SECRET, binary=livekit_binary,
-                           webhook_urls=[f"http://127.0.0.1:{functions_port}/functions/v1/livekit-webhook"])
-    server.start()
-    yield server
-    server.stop()
+    yield from serving(livekit_binary, functions_port)
 
 
 @pytest.fixture(scope="session")
