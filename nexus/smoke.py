@@ -15,7 +15,10 @@ Checks, each printed as PASS / FAIL / SKIP with what was seen:
                  a loopback receiver decrypts it); the device is unsubscribed again
   6.4 bridging   a founder links two nets, the token for one carries the other, then unlinks
   4.2 webhook    a LiveKit-signed participant_joined / participant_left pair is applied
-                 (and read back from voice_presence with a database URL); unsigned is 401
+                 (and read back from voice_presence with a database URL); unsigned is 401;
+                 with a database URL, a LiveKit server that answers and the `livekit` client
+                 package, a real client joins and leaves and the server's own webhooks must
+                 open and close its voice_presence row
 
 Who the checks act as. Against `make dev` (a loopback URL) the demo members of
 nexus/seed.py sign in with tokens made from `.data/dev.env`, which also gives
@@ -444,7 +447,56 @@ def check_webhook(stack: Stack) -> str:
                                "WHERE room_name = %s AND participant_sid = %s", (stack.room, sid)).fetchone()
         expect(row == (True, True), f"voice_presence row for {sid}: {row}")
         detail += "; voice_presence shows the session open and closed"
+        detail += _webhook_through_server(stack)
     return detail
+
+
+def _webhook_through_server(stack: Stack) -> str:
+    """A real join and leave (the `livekit` client) on the stack's LiveKit server; its own
+    webhooks must open and close the scout's voice_presence row. Skipped (noted) without the
+    client package or a server that answers."""
+    try:
+        from livekit import rtc
+    except ImportError:
+        return "; no real join (the `livekit` client package is not installed)"
+    if "scout" not in stack.tokens:
+        return ""
+    status, body = _grants(stack, "scout", stack.room)
+    if status != 200 or livekit_verdict(body["serverUrl"], body["token"]) is None:
+        return f"; no real join: no LiveKit server answers at {body.get('serverUrl') if status == 200 else '?'}"
+    import asyncio
+
+    import psycopg
+
+    def presence(conn, sid: str) -> tuple | None:
+        return conn.execute("SELECT left_at IS NULL FROM public.voice_presence WHERE room_name = %s "
+                            "AND participant_sid = %s", (stack.room, sid)).fetchone()
+
+    def until(conn, sid: str, want: tuple, what: str) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while presence(conn, sid) != want:
+            if time.monotonic() > deadline:
+                raise Fail(f"the LiveKit server's webhook did not {what} voice_presence for {sid} "
+                           f"in {TIMEOUT:.0f} s (is its webhook URL this stack's livekit-webhook?)")
+            time.sleep(0.1)
+
+    async def join_and_leave(conn) -> str:
+        room = rtc.Room()
+        await asyncio.wait_for(room.connect(body["serverUrl"], body["token"]), TIMEOUT)
+        sid = room.local_participant.sid
+        try:
+            await asyncio.to_thread(until, conn, sid, (True,), "open")
+        finally:
+            await room.disconnect()
+        await asyncio.to_thread(until, conn, sid, (False,), "close")
+        return sid
+
+    with psycopg.connect(stack.database_url, connect_timeout=5, autocommit=True) as conn:
+        try:
+            asyncio.run(join_and_leave(conn))
+        except (asyncio.TimeoutError, rtc.ConnectError) as e:
+            raise Fail(f"a real client could not join {stack.room} on {body['serverUrl']}: {e}") from None
+    return "; a real client's join and leave, reported by the LiveKit server's own webhooks, did too"
 
 
 # -- running ----------------------------------------------------------------------------------

@@ -67,3 +67,6 @@ def test_smoke_token_checks_go_through_the_real_server(dev_stack):
     assert len(token_lines) == 5, done.stdout
     for line in token_lines:
         assert line.startswith("PASS") and line.endswith("the LiveKit server accepts it"), line
+    webhook = [line for line in done.stdout.splitlines() if "4.2 webhook" in line]
+    assert len(webhook) == 1 and webhook[0].startswith("PASS"), done.stdout
+    assert webhook[0].endswith("reported by the LiveKit server's own webhooks, did too"), webhook
