@@ -2,8 +2,10 @@
 
 Runs inside a loopback-only network namespace (nexus/netns.py): outside one, `run()` builds
 the pinned livekit-server if needed and re-runs itself under `unshare --net`. In there:
-an embedded PostgreSQL, the local gateway (every function) on a free port, livekit-server
-with its webhooks to that gateway's livekit-webhook, and the `livekit` client.
+an embedded PostgreSQL, the local gateway (every function) in a process of its own on a free
+port (in the client's process it would compete with the client for the GIL and add ~40 ms to
+every join), livekit-server with its webhooks to that gateway's livekit-webhook, and the
+`livekit` client.
 
 - Join path: POST livekit-token (HTTP to the gateway) then `Room.connect` until the client is
   connected, against the same connect with a token minted directly by livekit-api's
@@ -101,6 +103,27 @@ async def _measure(base: str, url: str, conn, member_token: str, member_id: str)
             "row": {"p50_ms": _percentile(lags, 0.5), "p99_ms": _percentile(lags, 0.99), "n": len(lags)}}
 
 
+def _gateway(port: int, env: dict[str, str]) -> subprocess.Popen:
+    """The local gateway (every function) in a process of its own, as the functions run apart
+    from the clients in production; returns once it answers."""
+    import urllib.error
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "nexus.gateway:Gateway", "--host",
+                             "127.0.0.1", "--port", str(port), "--lifespan", "off", "--log-level", "warning"],
+                            env=env, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/functions/v1/none", timeout=1)
+        except urllib.error.HTTPError:
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the gateway did not start")
+
+
 def _inside() -> dict:
     import logging
 
@@ -108,21 +131,21 @@ def _inside() -> dict:
 
     logging.getLogger("livekit").setLevel(logging.CRITICAL)  # the SDK's notes on closed data channels
     from nexus.livekit_server import LiveKitServer, ensure_binary, free_port
-    from tests.livekit_server.fixtures import FunctionsServer
 
     with postgres() as db_url:
         port = free_port()
         server = LiveKitServer(LIVEKIT_KEY, LIVEKIT_SECRET, binary=ensure_binary(build=False),
                                webhook_urls=[f"http://127.0.0.1:{port}/functions/v1/livekit-webhook"], log_level="warn")
         server.start()
-        os.environ.update(lambda_env(db_url, LIVEKIT_URL=server.url))
-        functions = FunctionsServer(port).start()
+        gateway = _gateway(port, lambda_env(db_url, LIVEKIT_URL=server.url))
         try:
             with psycopg.connect(db_url, autocommit=True) as conn:
                 member = new_member(conn, "scout")
-                return asyncio.run(_measure(functions.base, server.url, conn, access_token(member), member))
+                return asyncio.run(_measure(f"http://127.0.0.1:{port}/functions/v1", server.url, conn,
+                                            access_token(member), member))
         finally:
-            functions.stop()
+            gateway.terminate()
+            gateway.wait(timeout=10)
             server.stop()
 
 
