@@ -61,8 +61,14 @@ class _Run:
             return
         from nexus.livekit_server import ServerUnavailable, ensure_binary
 
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+
+        def progress(line: str) -> None:  # shown even while pytest captures output
+            with capture.global_and_fixture_disabled():
+                print(line, file=sys.stderr, flush=True)
+
         try:
-            binary = ensure_binary()  # outside the namespace: the build needs the network
+            binary = ensure_binary(log=progress)  # outside the namespace: the build needs the network
         except ServerUnavailable as e:
             self.unavailable = str(e)
             return
