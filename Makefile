@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-slow lint bench install clean package openapi
+.PHONY: dev test test-slow lint bench install clean package openapi livekit-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,13 @@ build-%: $(STAMP)
 dev: $(STAMP)
 	$(VENV)/bin/nexus dev
 
-test: $(STAMP) lint
+# The pinned livekit-server for `make dev` and tests/livekit_server/: built once with Go, with
+# progress, and cached in ~/.cache/nomadnexus (README). Without Go this says so and the tests decide
+# (skipped with one loud line; a failure with CI=true).
+livekit-server: $(STAMP)
+	-@$(PY) -m nexus.livekit_server build >/dev/null
+
+test: $(STAMP) lint livekit-server
 	$(PY) -m pytest -m "not slow"
 
 test-slow: $(STAMP)

@@ -112,4 +112,10 @@ def headline(data: dict[str, Any]) -> str:
     if "scale" in data:
         for measure, ratio in data["scale"]["ratio"].items():
             lines.append(f"| {measure}: 100k rows / 1k rows | {ratio:.2f}x |")
+    if "livekit" in data:
+        j, r = data["livekit"]["join"], data["livekit"]["row"]
+        lines.append(f"| real LiveKit join path: livekit-token + connect / connect with a local token | "
+                     f"{j['ratio']:.2f}x (target <= 1.10x) |")
+        lines.append(f"| real LiveKit webhook to voice_presence row | p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
+                     f"over {r['n']} joins (target p99 < 250 ms) |")
     return "\n".join(lines) + "\n"

@@ -7,13 +7,18 @@
 Checks, each printed as PASS / FAIL / SKIP with what was seen:
   health         founder's GET: database reachable, migrations current
   6.1 tokens     livekit-token per rank: a scout talks, a vagrant only listens
-                 (or is refused), higher ranks get at least a scout's grants; no token is 401
+                 (or is refused), higher ranks get at least a scout's grants; no token is 401;
+                 each token is presented to the LiveKit server it names (/rtc/validate), which
+                 must accept it (noted, not failed, when no server answers)
   6.2 academy    a scout requests the skill, the guide accepts, the scout joins the pod's room
   6.3 push       the medic subscribes a device; a scout's flare reaches it (on a local stack
                  a loopback receiver decrypts it); the device is unsubscribed again
   6.4 bridging   a founder links two nets, the token for one carries the other, then unlinks
   4.2 webhook    a LiveKit-signed participant_joined / participant_left pair is applied
-                 (and read back from voice_presence with a database URL); unsigned is 401
+                 (and read back from voice_presence with a database URL); unsigned is 401;
+                 with a database URL, a LiveKit server that answers and the `livekit` client
+                 package, a real client joins and leaves and the server's own webhooks must
+                 open and close its voice_presence row
 
 Who the checks act as. Against `make dev` (a loopback URL) the demo members of
 nexus/seed.py sign in with tokens made from `.data/dev.env`, which also gives
@@ -124,6 +129,30 @@ def call(stack: Stack, function: str, method: str = "POST", body: Any = None, to
     return status, out_headers, parsed
 
 
+def livekit_verdict(server_url: str, token: str) -> int | None:
+    """The LiveKit server's own answer to `token` (GET /rtc/validate: 200 it would admit the join,
+    401 it refuses the token), or None when the server cannot be reached."""
+    from urllib.parse import quote
+
+    url = re.sub(r"^ws(s?)://", r"http\1://", server_url.rstrip("/")) + "/rtc/validate?access_token=" + quote(token)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=TIMEOUT) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _presented(body: dict) -> str:
+    """Present a livekit-token answer's token to its server; a note for the check's detail."""
+    verdict = livekit_verdict(body["serverUrl"], body["token"])
+    if verdict is None:
+        return f"; not presented: no LiveKit server answers at {body['serverUrl']}"
+    expect(verdict == 200, f"the LiveKit server at {body['serverUrl']} refuses the token ({verdict})")
+    return "; the LiveKit server accepts it"
+
+
 def expect(cond: bool, message: str) -> None:
     if not cond:
         raise Fail(message)
@@ -167,7 +196,7 @@ def check_token_for(who: str) -> Callable[[Stack], str]:
                 return f"refused on {stack.room} ({body.get('error')})"
             expect(status == 200, f"{status}: {body}")
             expect(body["grants"]["canPublish"] is False, f"a vagrant may publish: {body['grants']}")
-            return f"listen-only on {stack.room} (canPublish false)"
+            return f"listen-only on {stack.room} (canPublish false)" + _presented(body)
         expect(status == 200, f"{status}: {body}")
         expect(body.get("token") and str(body.get("serverUrl", "")).startswith("ws"), f"no token/serverUrl: {body}")
         if who == "scout":
@@ -177,7 +206,7 @@ def check_token_for(who: str) -> Callable[[Stack], str]:
             if scout_status == 200:
                 fewer = [k for k, v in scout["grants"].items() if v and not body["grants"].get(k)]
                 expect(not fewer, f"{who} gets less than a scout: {fewer}")
-        return f"grants {', '.join(k for k, v in body['grants'].items() if v)}"
+        return f"grants {', '.join(k for k, v in body['grants'].items() if v)}" + _presented(body)
     return check
 
 
@@ -392,7 +421,56 @@ def check_webhook(stack: Stack) -> str:
         rows = [(r["joined_at"] is not None, r["left_at"] is not None) for r in report.presence]
         expect(rows == [(True, True)], f"voice_presence row for {report.sid}: {rows}")
         detail += "; voice_presence shows the session open and closed"
+        detail += _webhook_through_server(stack)
     return detail
+
+
+def _webhook_through_server(stack: Stack) -> str:
+    """A real join and leave (the `livekit` client) on the stack's LiveKit server; its own
+    webhooks must open and close the scout's voice_presence row. Skipped (noted) without the
+    client package or a server that answers."""
+    try:
+        from livekit import rtc
+    except ImportError:
+        return "; no real join (the `livekit` client package is not installed)"
+    if "scout" not in stack.tokens:
+        return ""
+    status, body = _grants(stack, "scout", stack.room)
+    if status != 200 or livekit_verdict(body["serverUrl"], body["token"]) is None:
+        return f"; no real join: no LiveKit server answers at {body.get('serverUrl') if status == 200 else '?'}"
+    import asyncio
+
+    import psycopg
+
+    def presence(conn, sid: str) -> tuple | None:
+        return conn.execute("SELECT left_at IS NULL FROM public.voice_presence WHERE room_name = %s "
+                            "AND participant_sid = %s", (stack.room, sid)).fetchone()
+
+    def until(conn, sid: str, want: tuple, what: str) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while presence(conn, sid) != want:
+            if time.monotonic() > deadline:
+                raise Fail(f"the LiveKit server's webhook did not {what} voice_presence for {sid} "
+                           f"in {TIMEOUT:.0f} s (is its webhook URL this stack's livekit-webhook?)")
+            time.sleep(0.1)
+
+    async def join_and_leave(conn) -> str:
+        room = rtc.Room()
+        await asyncio.wait_for(room.connect(body["serverUrl"], body["token"]), TIMEOUT)
+        sid = room.local_participant.sid
+        try:
+            await asyncio.to_thread(until, conn, sid, (True,), "open")
+        finally:
+            await room.disconnect()
+        await asyncio.to_thread(until, conn, sid, (False,), "close")
+        return sid
+
+    with psycopg.connect(stack.database_url, connect_timeout=5, autocommit=True) as conn:
+        try:
+            asyncio.run(join_and_leave(conn))
+        except (asyncio.TimeoutError, rtc.ConnectError) as e:
+            raise Fail(f"a real client could not join {stack.room} on {body['serverUrl']}: {e}") from None
+    return "; a real client's join and leave, reported by the LiveKit server's own webhooks, did too"
 
 
 # -- running ----------------------------------------------------------------------------------

@@ -8,8 +8,12 @@ a LiveKit server checks and nothing is stubbed on the client side:
   (what livekit-api sends) or `application/json` (what curl users send);
   requests are decoded with livekit.protocol's message classes;
 - `Authorization: Bearer <jwt>` verified with the API secret (HS256, iss = API
-  key, exp required) -> 401 `unauthenticated`; grants checked per method as the
-  server does -> 403 `permission_denied`: ListRooms needs `roomList`,
+  key, exp required), answered as livekit-server v1.9.11 answers (checked side
+  by side in tests/livekit_server/test_twirp_parity.py): a token that does not
+  verify -> 401 with a plain-text body `invalid token: ...` from the server's
+  auth middleware (not a Twirp error: livekit-api reports code `unknown`); no
+  header -> 401 Twirp `unauthenticated`; a missing grant -> 401 Twirp
+  `unauthenticated` "permissions denied" (not 403): ListRooms needs `roomList`,
   CreateRoom/DeleteRoom need `roomCreate`, participant methods need
   `roomAdmin` with `room` equal to the request's room;
 - unknown rooms as livekit-server answers them (pkg/service/roomservice.go
@@ -79,6 +83,14 @@ class _TwirpError(Exception):
     def __init__(self, status: int, code: str, msg: str):
         super().__init__(msg)
         self.status, self.code, self.msg = status, code, msg
+
+
+class _PlainError(Exception):
+    """An answer from before the Twirp handler (the auth middleware): status and a text body."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status, self.text = status, text
 
 
 class LiveKitTwirpFake:
@@ -190,7 +202,7 @@ class LiveKitTwirpFake:
             claims = jwt.decode(header[7:], self.api_secret, algorithms=["HS256"], issuer=self.api_key,
                                 options={"require": ["exp", "iss"]}, leeway=60)
         except jwt.PyJWTError as e:
-            raise _TwirpError(401, "unauthenticated", f"invalid token: {type(e).__name__}") from None
+            raise _PlainError(401, f"invalid token: {header[7:]}, error: {type(e).__name__}") from None
         return claims.get("video") or {}
 
     def handle(self, method: str, content_type: str, body: bytes, authorization: str | None) -> tuple[int, str, bytes]:
@@ -222,9 +234,9 @@ class LiveKitTwirpFake:
             room_name = getattr(req, "room", None) or (req.name if method == "CreateRoom" else None)
             grants = self._authorize(authorization)
             if not grants.get(needed):
-                raise _TwirpError(403, "permission_denied", f"{needed} grant required")
+                raise _TwirpError(401, "unauthenticated", "permissions denied")
             if needed == "roomAdmin" and grants.get("room") != room_name:
-                raise _TwirpError(403, "permission_denied", "token is not for this room")
+                raise _TwirpError(401, "unauthenticated", "permissions denied")
 
             with self._lock:
                 reply = self._dispatch(method, req, proto, models)
@@ -234,6 +246,9 @@ class LiveKitTwirpFake:
         except _TwirpError as e:
             status = e.status
             return e.status, "application/json", json.dumps({"code": e.code, "msg": e.msg}).encode()
+        except _PlainError as e:
+            status = e.status
+            return e.status, "text/plain; charset=utf-8", (e.text + "\n").encode()
         finally:
             with self._lock:
                 self.calls.append(Call(method, room_name, status, dict(grants), content_type))

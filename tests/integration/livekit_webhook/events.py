@@ -1,7 +1,9 @@
 """LiveKit-shaped webhook events, signed the way LiveKit signs them.
 
 Bodies are protojson as LiveKit's server writes them (camelCase, int64 as
-strings); signatures come from livekit-api's own AccessToken().with_sha256().
+strings, zero values and false omitted: livekit-server v1.9.11's own deliveries
+were read side by side, see docs/decisions.md); signatures come from
+livekit-api's own AccessToken().with_sha256().
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def participant_event(kind: str, room: str, room_sid: str, identity: str, sid: s
         "joinedAtMs": str(int(joined * 1000)),
         "name": name or identity,
         "metadata": json.dumps(metadata) if metadata is not None else "",
-        "isPublisher": False,
+        "version": 2 if kind == "participant_joined" else 3,
+        "permission": {"canPublish": True, "canSubscribe": True, "canPublishData": True},
     }
     if reason:
         participant["disconnectReason"] = reason

@@ -87,7 +87,8 @@ def test_wrong_secret_is_unavailable_not_an_answer(lk):
     lk.add_room("net-a")
     with pytest.raises(LiveKitUnavailable) as e:
         client(lk, secret="not-the-secret-" + "x" * 32).list_participants("net-a")
-    assert e.value.status == 401 and e.value.code == "unauthenticated"
+    # livekit-server's auth middleware answers a bad signature in plain text, so livekit-api says "unknown"
+    assert e.value.status == 401 and e.value.code == "unknown"
 
 
 @pytest.mark.parametrize("mode", ["refuse", "503"])
@@ -129,4 +130,5 @@ def test_json_clients_are_served_too(lk):
     assert r.status_code == 200 and r.json()["participants"][0]["sid"] == "PA_1"
     r = httpx.post(f"{lk.url}/twirp/livekit.RoomService/ListParticipants", json={"room": "net-b"},
                    headers={"authorization": f"Bearer {token}"})
-    assert r.status_code == 403 and r.json()["code"] == "permission_denied"
+    # a token for another room: livekit-server answers 401 unauthenticated, not 403
+    assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
