@@ -30,7 +30,10 @@ import socket
 from urllib.parse import urlsplit
 
 MAX_ENDPOINT_LENGTH = 2048
+# base64url (what PushSubscription.toJSON() gives) or standard base64 (what
+# `btoa()` gives, as the predecessor frontend sent): one alphabet per value.
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+_B64STD = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan", ".intranet", ".corp")
 
@@ -132,12 +135,14 @@ def validate_endpoint(endpoint: str, *, dev_mode: bool) -> str:
 
 
 def _b64url_decode(value: str, field: str) -> bytes:
+    if _B64STD.match(value) and not _B64URL.match(value):
+        value = value.translate(str.maketrans("+/", "-_"))
     if not _B64URL.match(value):
-        raise InvalidSubscription(field, f"{field} must be base64url encoded.")
+        raise InvalidSubscription(field, f"{field} must be base64url (or standard base64) encoded.")
     try:
         return base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
     except (binascii.Error, ValueError):
-        raise InvalidSubscription(field, f"{field} must be base64url encoded.") from None
+        raise InvalidSubscription(field, f"{field} must be base64url (or standard base64) encoded.") from None
 
 
 def _b64url(raw: bytes) -> str:
