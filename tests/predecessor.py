@@ -143,8 +143,8 @@ def build(url: str, *, medic_endpoint: str = "https://fcm.googleapis.com/fcm/sen
                 "INSERT INTO public.flares (sender_id, type, location) VALUES (NULL, 'COMBAT', 'Lorville') "
                 "RETURNING id").fetchone()[0])
             ids["flare_sent"] = str(conn.execute(
-                "INSERT INTO public.flares (sender_id, type, location, status) VALUES (%s, 'MEDICAL', 'Area18', "
-                "'RESOLVED') RETURNING id", (ids["scout"],)).fetchone()[0])
+                "INSERT INTO public.flares (sender_id, type, location, status, created_at) VALUES (%s, 'MEDICAL', "
+                "'Area18', 'RESOLVED', '2024-12-05') RETURNING id", (ids["scout"],)).fetchone()[0])
 
             skill = conn.execute("INSERT INTO public.skills (name, category) VALUES ('Mining', 'Industry') "
                                  "RETURNING id").fetchone()[0]

@@ -73,12 +73,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_foreign(names: list[str], warnings: list) -> None:
+    if not names and not warnings:
+        return
+    print(f"foreign: {len(names)} object(s) not ours, left in place (not part of the contract):")
+    for n in names:
+        print(f"  {n}")
+    for w in warnings:
+        print(f"  {w}")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    from nexus.dbtools.verify import verify
+    from nexus.dbtools.verify import report
 
     url = _url(args)
-    differences = verify(url, reference_url=args.reference, directory=args.dir,
-                         bin_path=Path(args.postgres_bin) if args.postgres_bin else None)
+    result = report(url, reference_url=args.reference, directory=args.dir,
+                    bin_path=Path(args.postgres_bin) if args.postgres_bin else None)
+    _print_foreign([f"{d.kind} {d.name}" for d in result.foreign], result.warnings)
+    differences = result.differences
     if not differences:
         print("verify: the database matches the migrations")
         return EXIT_OK
@@ -105,11 +117,16 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 def cmd_lint(args: argparse.Namespace) -> int:
     import psycopg
 
-    from nexus.dbtools import lint
+    from nexus.dbtools import foreign, lint
 
     with _target(args) as url, psycopg.connect(url, autocommit=True, prepare_threshold=None,
                                                connect_timeout=10) as conn:
-        findings = lint.run(conn, tuple(args.schema))
+        registry = foreign.load(conn)
+        findings, theirs = [], []
+        for f in lint.run(conn, tuple(args.schema)):
+            (theirs if registry.owns("function" if f.object.endswith(")") else "table", f.object) else findings).append(f)
+        warnings = foreign.warnings(conn, registry)
+    _print_foreign([f"{f}" for f in theirs], warnings)
     for f in findings:
         print(f"  {f}")
     print(f"lint: {len(findings)} finding(s) in {', '.join(args.schema)}")
