@@ -1,6 +1,7 @@
-"""`nexus db migrate | verify | smoke | lint`: the schema contract, checked.
+"""`nexus db migrate | verify | smoke | lint | adopt`: the schema contract, checked.
 
   migrate  apply pending migrations to DATABASE_URL (refuses edited applied files)
+  adopt    take over the predecessor's database: --plan, then with a snapshot (docs/cutover.md)
   verify   replay the migrations into a scratch PostgreSQL and diff it with DATABASE_URL
   smoke    probe DATABASE_URL inside a rolled-back transaction
   lint     Supabase's advisor checks (splinter) on our schemas
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,7 +91,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     url = _url(args)
     result = report(url, reference_url=args.reference, directory=args.dir,
                     bin_path=Path(args.postgres_bin) if args.postgres_bin else None)
-    _print_foreign([f"{d.kind} {d.name}" for d in result.foreign], result.warnings)
+    main_kinds = ("table", "function", "type", "column")
+    named = [f"{d.kind} {d.name}" for d in result.foreign if d.kind in main_kinds]
+    rest = len(result.foreign) - len(named)
+    _print_foreign(named + ([f"(and {rest} index(es), constraint(s), policy(ies), trigger(s) and grant(s) "
+                             "on those tables)"] if rest else []), result.warnings)
     differences = result.differences
     if not differences:
         print("verify: the database matches the migrations")
@@ -133,6 +139,49 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if findings else EXIT_OK
 
 
+def cmd_adopt(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from nexus import migrate
+    from nexus.dbtools import adopt
+
+    url = _url(args)
+    try:
+        migrate.check_session_url(url)
+    except MigrationError as e:
+        raise UsageError(str(e)) from None
+    if args.plan:
+        try:
+            adopt.plan(url, args.dir)
+        except adopt.PlanError as e:
+            print(f"plan: {e}; nothing was changed", file=sys.stderr)
+            return EXIT_FINDINGS
+        return EXIT_OK
+    if args.repair_history_only:
+        history = adopt.repair_history(url)
+        print(f"history: {len(history)} predecessor version(s) marked reverted and kept in "
+              "nexus_adopt.reverted_history; `supabase db push` may now run")
+        return EXIT_OK
+    if not args.snapshot_taken and not args.snapshot:
+        raise UsageError("refusing to adopt without a snapshot: pass --snapshot FILE (a pg_dump is taken to it) "
+                         "or --snapshot-taken once you have one (docs/cutover.md)")
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        bare = conn.execute("SELECT to_regrole('service_role') IS NULL OR to_regprocedure('auth.uid()') IS NULL")
+        if bare.fetchone()[0]:
+            raise UsageError("this database lacks what Supabase provides (API roles, auth.uid())")
+    if args.snapshot:
+        try:
+            path = adopt.snapshot(url, Path(args.snapshot))
+        except FileExistsError as e:
+            raise UsageError(str(e)) from None
+        except subprocess.CalledProcessError as e:
+            print(f"nexus db adopt: the snapshot failed, nothing was changed: {e.stderr.strip()[-500:]}",
+                  file=sys.stderr)
+            return EXIT_FINDINGS
+        print(f"snapshot: {path} (restore with pg_restore --clean --if-exists -d <url> {path.name})")
+    return adopt.adopt(url, args.dir)
+
+
 def parser() -> argparse.ArgumentParser:
     from nexus.dbtools.catalog import OUR_SCHEMAS
 
@@ -163,6 +212,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--call-volatile", action="store_true",
                    help="also call volatile functions (their effects are rolled back)")
     s.set_defaults(func=cmd_smoke)
+
+    a = common(sub.add_parser("adopt", help="take over the predecessor's database (docs/cutover.md)"))
+    a.add_argument("--plan", action="store_true", help="print what adopting would do; change nothing")
+    a.add_argument("--snapshot", metavar="FILE", help="take a pg_dump snapshot to FILE first")
+    a.add_argument("--snapshot-taken", action="store_true", help="a snapshot exists; adopt without taking one")
+    a.add_argument("--repair-history-only", action="store_true",
+                   help="only mark the predecessor's migration history reverted (before `supabase db push`)")
+    a.set_defaults(func=cmd_adopt)
 
     lt = common(sub.add_parser("lint", help="Supabase advisor checks on our schemas"))
     lt.add_argument("--replay", action="store_true", help="lint a fresh replay instead of the database")

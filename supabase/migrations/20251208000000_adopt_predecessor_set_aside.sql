@@ -41,17 +41,17 @@ BEGIN
     'Not exposed through the API. Drop it once the cutover is accepted (docs/cutover.md).';
 
   -- What is not ours and stays in place: kind and name as nexus db verify names them.
-  CREATE TABLE nexus_adopt.foreign_objects (
+  CREATE TABLE IF NOT EXISTS nexus_adopt.foreign_objects (
     kind text NOT NULL, name text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, name));
   -- Each conversion and how many rows it touched (step 2 writes them).
-  CREATE TABLE nexus_adopt.conversions (
+  CREATE TABLE IF NOT EXISTS nexus_adopt.conversions (
     ord integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, step text NOT NULL UNIQUE,
     rows bigint NOT NULL, detail text NOT NULL DEFAULT '', done_at timestamptz NOT NULL DEFAULT now());
   -- What a person should look at afterwards (ranks members may have set themselves, ...).
-  CREATE TABLE nexus_adopt.review (
+  CREATE TABLE IF NOT EXISTS nexus_adopt.review (
     kind text NOT NULL, subject text NOT NULL, detail text NOT NULL, PRIMARY KEY (kind, subject));
-  CREATE TABLE nexus_adopt.reverted_history (
+  CREATE TABLE IF NOT EXISTS nexus_adopt.reverted_history (
     version text PRIMARY KEY, name text, statements text[], reverted_at timestamptz NOT NULL DEFAULT now());
 
   INSERT INTO nexus_adopt.foreign_objects (kind, name)
