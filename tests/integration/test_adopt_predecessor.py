@@ -357,3 +357,22 @@ def test_adoption_on_postgresql_15(reference):
             ("scout", ["brigged"])]
         assert _rows(server.url, "SELECT p256dh FROM public.push_subscriptions") == [
             (predecessor.b64url(predecessor.STD_P256DH),)]
+
+
+# Only what the adoption recorded is foreign: a table made by hand afterwards,
+# or a column added to ours, is drift and fails verify.
+def test_an_unrecorded_object_is_still_drift(adopted, reference, capsys):
+    with psycopg.connect(adopted.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.hand_made (id int PRIMARY KEY)")
+        conn.execute("ALTER TABLE public.voice_nets ADD COLUMN hand_made text")
+    try:
+        result = report(adopted.url, reference_url=reference)
+        drift = {(d.change, d.kind, d.name) for d in result.differences}
+        assert ("extra", "table", "public.hand_made") in drift
+        assert ("extra", "column", "public.voice_nets.hand_made") in drift
+        assert main(["verify", "--url", adopted.url, "--reference", reference]) == 1
+        assert "extra    table public.hand_made" in capsys.readouterr().out
+    finally:
+        with psycopg.connect(adopted.url, autocommit=True) as conn:
+            conn.execute("DROP TABLE public.hand_made")
+            conn.execute("ALTER TABLE public.voice_nets DROP COLUMN hand_made")
