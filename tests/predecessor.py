@@ -69,7 +69,10 @@ def build(url: str, *, medic_endpoint: str = "https://fcm.googleapis.com/fcm/sen
             _user(conn, ids, "scout", profile={"rank": "scout", "roles": None, "callsign": "Pathfinder",
                                                "email": "scout@example.test", "discord_id": "1234"})
             _user(conn, ids, "medic", profile={"rank": "voyager", "roles": ["medic", "Ranger"], "callsign": "Doc"})
-            _user(conn, ids, "rescuer", profile={"rank": "scout", "roles": ["RESCUE", "ranger", "Rescue"],
+            # A project where the lower-case CHECK of 20250106000001 did not hold (the
+            # frontend's display spelling written back): any case must still read as the rank.
+            conn.execute("ALTER TABLE public.profiles DROP CONSTRAINT profiles_rank_check")
+            _user(conn, ids, "rescuer", profile={"rank": "Scout ", "roles": ["RESCUE", "ranger", "Rescue"],
                                                  "callsign": "Hook"}, created="2024-12-02")
             _user(conn, ids, "brig", profile={"rank": "scout", "roles": ["brig"], "callsign": "Jailbird"})
             _user(conn, ids, "brigged", profile={"rank": "voyager", "roles": ["Brigged", "Command"],

@@ -166,7 +166,7 @@ def test_ranks_and_roles_keep_their_meaning(adopted):
     assert got["old_member"] == ("vagrant", [], "Old Timer")           # NULL rank read as vagrant
     assert got["scout"] == ("scout", [], "Pathfinder")                 # NULL roles
     assert got["medic"] == ("voyager", ["Medic", "Ranger"], "Doc")
-    assert got["rescuer"] == ("scout", ["Rescue", "Ranger"], "Hook")   # Ranger: as first written
+    assert got["rescuer"] == ("scout", ["Rescue", "Ranger"], "Hook")   # 'Scout '; Ranger: as first written
     assert got["brig"][:2] == ("scout", ["brigged"])
     assert got["brigged"][:2] == ("voyager", ["brigged", "Command"])
     assert got["emptied"] == ("vagrant", [], None)                     # a blank callsign is none
@@ -255,6 +255,7 @@ def test_presence_becomes_closed_history(adopted):
 def test_each_conversion_is_reported_with_its_count(adopted):
     steps = dict(_rows(adopted.url, "SELECT step, rows FROM nexus_adopt.conversions"))
     assert steps["profiles: rank NULL or empty -> vagrant"] == 1
+    assert steps["profiles: rank lower-cased or trimmed"] == 1
     assert steps["voice_net_bridges: self-bridge removed"] == 1
     assert steps["voice_net_bridges: second direction removed"] == 1
     assert steps["push_subscriptions: keys re-encoded to base64url"] == 1

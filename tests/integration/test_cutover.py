@@ -175,7 +175,7 @@ def test_cli_pushes_our_chain_to_an_empty_database(db, supabase_cli, reference, 
     assert r.returncode == 0 and all(a == b for a, b in _listed(r.stdout)), r.stdout
 
 
-def test_cli_pushes_to_a_predecessor_database_after_the_history_repair(db, supabase_cli, reference, capsys):
+def test_cli_pushes_to_a_predecessor_database_after_the_history_repair(db, supabase_cli, reference, capsys, env):
     old = predecessor.build(db)
     refused = cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes")
     assert refused.returncode != 0
@@ -193,6 +193,23 @@ def test_cli_pushes_to_a_predecessor_database_after_the_history_repair(db, supab
         assert conn.execute("SELECT count(*) FROM nexus_adopt.reverted_history").fetchone() == (14,)
     r = cli(supabase_cli, "migration", "list", "--db-url", _cli_url(db))
     assert r.returncode == 0 and all(a == b for a, b in _listed(r.stdout)), r.stdout
+    assert _health_contract(env, db)["status"] == "current"
+
+
+def _health_contract(env, url: str) -> dict:
+    """The health endpoint's contract part for the database at `url`, as the service role sees it."""
+    from tests.conftest import _reset_process_state
+    from tests.support import Client
+
+    key = "sb_secret_test-service-role-key-0123456789"
+    env.setenv("DATABASE_URL", url)
+    env.setenv("SUPABASE_SERVICE_ROLE_KEY", key)
+    _reset_process_state()
+    from functions.health import app as module
+
+    reply = Client(module.app).request("GET", headers={"authorization": f"Bearer {key}"})
+    assert reply.status in (200, 503), reply
+    return reply.json["contract"]
 
 
 def test_nexus_migrate_continues_what_the_cli_started(db, supabase_cli, tmp_path, reference):
