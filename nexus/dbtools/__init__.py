@@ -109,10 +109,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_smoke(args: argparse.Namespace) -> int:
     import psycopg
 
-    from nexus.dbtools import smoke
+    from nexus.dbtools import foreign, smoke
 
     with _target(args) as url, psycopg.connect(url, prepare_threshold=None, connect_timeout=10) as conn:
-        probes = smoke.run(conn, call_volatile=args.call_volatile)
+        registry = foreign.load(conn)
+        probes, theirs = [], []
+        for p in smoke.run(conn, call_volatile=args.call_volatile):
+            kind = "function" if p.object.endswith(")") else "table"
+            (theirs if registry.owns(kind, p.object) else probes).append(p)
+    if theirs:
+        print(f"foreign: {len(theirs)} probe(s) of objects not ours (not part of the contract):")
+        for p in theirs:
+            print(f"  {'WARN' if not p.ok else 'ok  '}  {p.object}: {p.detail}")
     for p in probes:
         print(f"  {p}")
     failed = [p for p in probes if not p.ok]

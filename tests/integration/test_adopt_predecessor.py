@@ -102,6 +102,10 @@ def test_a_predecessor_database_is_migrated_into_our_contract(adopted, reference
     out = capsys.readouterr().out
     assert code == 0, out
     assert "lint: 0 finding(s)" in out and "public.handle_new_user()" in out
+    code = main(["smoke", "--url", adopted.url])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "WARN  public.player_status: anon EXPOSED" in out and ", 0 failed" in out
 
 
 def test_the_predecessor_history_is_reverted_and_kept(adopted):
