@@ -229,3 +229,19 @@ def test_the_cli_continues_what_nexus_migrate_started(db, supabase_cli, tmp_path
     assert r.returncode == 0, r.stderr
     assert _versions(db) == [m.version for m in discover()]
     assert report(db, reference_url=reference).differences == []
+
+
+def test_plan_on_a_database_of_our_own_older_build_says_it_would_fail(db, tmp_path, capsys):
+    # Built by the chain as it was before the adoption step was put first.
+    older = tmp_path / "older"
+    shutil.copytree(MIGRATIONS_DIR, older)
+    (older / "20251208000000_adopt_predecessor_set_aside.sql").unlink()
+    apply_shim(db)
+    migrate(db, older, log=lambda *_: None)
+    before = _versions(db)
+    code = main(["adopt", "--plan", "--url", db])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "20251208000000_adopt_predecessor_set_aside.sql would fail" in out.err
+    assert "earlier build of this project's own schema" in out.err and "nothing was changed" in out.err
+    assert _versions(db) == before
