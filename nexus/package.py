@@ -65,6 +65,7 @@ class Package:
     modules: tuple[str, ...]           # files under functions/ besides __init__.py files
     requirements: tuple[str, ...] = ()
     data: tuple[str, ...] = field(default=())  # extra folders shipped as they are
+    contract_fingerprint: bool = False  # ship supabase/contract-fingerprint.json (a replay's)
 
 
 FUNCTIONS: dict[str, Package] = {
@@ -90,9 +91,10 @@ FUNCTIONS: dict[str, Package] = {
     "PushFanoutFunction": Package("functions.notifications.fanout.handler",
                                   ("functions/notifications/fanout.py", "functions/notifications/delivery.py"),
                                   ("pywebpush",)),
-    # health compares the shipped migrations with the database's history.
+    # health compares the shipped migrations with the database's history, and
+    # their fingerprint (computed here, from a replay) with the database's objects.
     "HealthFunction": Package("functions.health.app.handler", ("functions/health/app.py",), HTTP,
-                              data=("supabase/migrations",)),
+                              data=("supabase/migrations",), contract_fingerprint=True),
 }
 
 
@@ -184,6 +186,10 @@ def build_function(logical_id: str, artifacts: Path) -> None:
         shutil.copy2(src, artifacts / module)
     for folder in package.data:
         _copy_tree(ROOT / folder, artifacts / folder)
+    if package.contract_fingerprint:
+        from nexus.dbtools import fingerprint
+
+        fingerprint.write(fingerprint.from_replay(), artifacts / "supabase" / fingerprint.FILE_NAME)
     pip_install(function_requirements(logical_id), artifacts)
 
 

@@ -175,7 +175,8 @@ def test_cli_pushes_our_chain_to_an_empty_database(db, supabase_cli, reference, 
     assert r.returncode == 0 and all(a == b for a, b in _listed(r.stdout)), r.stdout
 
 
-def test_cli_pushes_to_a_predecessor_database_after_the_history_repair(db, supabase_cli, reference, capsys, env):
+def test_cli_pushes_to_a_predecessor_database_after_the_history_repair(db, supabase_cli, reference, capsys, env,
+                                                                       tmp_path):
     old = predecessor.build(db)
     refused = cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes")
     assert refused.returncode != 0
@@ -193,15 +194,20 @@ def test_cli_pushes_to_a_predecessor_database_after_the_history_repair(db, supab
         assert conn.execute("SELECT count(*) FROM nexus_adopt.reverted_history").fetchone() == (14,)
     r = cli(supabase_cli, "migration", "list", "--db-url", _cli_url(db))
     assert r.returncode == 0 and all(a == b for a, b in _listed(r.stdout)), r.stdout
-    assert _health_contract(env, db)["status"] == "current"
+    contract = _health_contract(env, db, tmp_path)
+    assert (contract["status"], contract.get("fingerprint")) == ("current", "match"), contract
 
 
-def _health_contract(env, url: str) -> dict:
+def _health_contract(env, url: str, tmp_path: Path) -> dict:
     """The health endpoint's contract part for the database at `url`, as the service role sees it."""
     from tests.conftest import _reset_process_state
     from tests.support import Client
 
+    from nexus.dbtools import fingerprint
+
     key = "sb_secret_test-service-role-key-0123456789"
+    shipped = fingerprint.write(fingerprint.from_replay(), tmp_path / "fingerprint.json")
+    env.setenv("CONTRACT_FINGERPRINT_FILE", str(shipped))
     env.setenv("DATABASE_URL", url)
     env.setenv("SUPABASE_SERVICE_ROLE_KEY", key)
     _reset_process_state()
