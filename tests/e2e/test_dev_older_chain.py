@@ -4,8 +4,11 @@ recreated from the current chain, with a message saying so, never patched."""
 from __future__ import annotations
 
 import shutil
+import tempfile
+from pathlib import Path
 
 import psycopg
+import pytest
 
 from nexus.migrate import MIGRATIONS_DIR, apply_shim, built_by_another_chain, migrate
 from nexus.pg import EmbeddedPostgres
@@ -20,8 +23,18 @@ def _older_chain(tmp_path):
     return folder
 
 
-def test_make_dev_recreates_a_database_built_by_an_older_chain(tmp_path):
-    data = tmp_path / "data"
+@pytest.fixture
+def data_dir():
+    """Outside pytest's tmp tree: another session's pytest resets that to 0700,
+    which the unprivileged server user then cannot traverse."""
+    root = Path(tempfile.mkdtemp(prefix="nexus-older-chain-"))
+    root.chmod(0o755)
+    yield root / "data"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_make_dev_recreates_a_database_built_by_an_older_chain(tmp_path, data_dir):
+    data = data_dir
     data.mkdir()
     server = EmbeddedPostgres(data / "pg", fast=True)
     server.start()
