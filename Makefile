@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-slow lint bench install clean package openapi livekit-server
+.PHONY: dev test test-slow lint bench install clean package openapi livekit-server supabase-cli
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,7 @@ dev: $(STAMP)
 livekit-server: $(STAMP)
 	-@$(PY) -m nexus.livekit_server build >/dev/null
 
-test: $(STAMP) lint livekit-server
+test: $(STAMP) lint livekit-server supabase-cli
 	$(PY) -m pytest -m "not slow"
 
 test-slow: $(STAMP)
@@ -56,9 +56,19 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench.run
 
+# The Supabase CLI, pinned in package.json/package-lock.json, into node_modules/.bin
+# (its postinstall downloads the CLI binary from GitHub releases).
+SUPABASE := node_modules/.bin/supabase
+
+$(SUPABASE): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(SUPABASE)
+
+supabase-cli: $(SUPABASE)
+
 # Rewrite openapi.json from the functions' models (tests/unit/test_openapi.py fails until you do).
 openapi: $(STAMP)
 	$(PY) -m nexus.openapi --write
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .data .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .data .pytest_cache node_modules

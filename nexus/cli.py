@@ -74,6 +74,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     server = EmbeddedPostgres(devenv.DATA_DIR / "pg", port=args.pg_port)
     print(f"starting PostgreSQL on 127.0.0.1:{args.pg_port} (data in {server.data_dir})", flush=True)
     server.start()
+    stale = migrate.built_by_another_chain(server.url)
+    if stale:
+        # Never patched: the chain was rewritten since this database was built.
+        print(f"the local database in {server.data_dir} was built by an older migration chain ({stale}); "
+              "recreating it from the current migrations (its data is demo data and is seeded again)", flush=True)
+        server.destroy()
+        server.start()
     stop = threading.Event()
     livekit = None
     try:

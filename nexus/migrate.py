@@ -147,6 +147,37 @@ def plan(conn, directory: Path = MIGRATIONS_DIR) -> Plan:
     )
 
 
+# Our chain's first version; older versions in a history are the predecessor's.
+FIRST_VERSION = "20251208000000"
+
+
+def built_by_another_chain(url: str, directory: Path = MIGRATIONS_DIR) -> str | None:
+    """Why a local database was built by a different (older) migration chain, or None.
+
+    A file applied and since edited, a version applied from our range that no
+    file here has, or a file older than the newest applied one that was never
+    applied: the chain was rewritten since, and this database cannot follow it.
+    """
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('supabase_migrations.schema_migrations') IS NULL").fetchone()[0]:
+            return None
+        if conn.execute("SELECT to_regclass('supabase_migrations.nexus_checksums') IS NULL").fetchone()[0]:
+            conn.execute(_BOOKKEEPING)
+        p = plan(conn, directory)
+    if p.edited:
+        return f"{p.edited[0].path.name} changed after it was applied"
+    ours = [v for v in p.unknown if v >= FIRST_VERSION]
+    if ours:
+        return f"it has migration {ours[0]}, which is no longer in {directory.name}/"
+    applied = [m.version for m in discover(directory) if m not in p.pending]
+    late = [m for m in p.pending if applied and m.version < max(applied)]
+    if late:
+        return f"{late[0].path.name} comes before migrations it already has"
+    return None
+
+
 def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print, *,
             allow_transaction_pooler: bool = False) -> list[str]:
     """Apply pending migrations; returns the versions applied now.

@@ -33,17 +33,22 @@ from shared.text_rules import TextRule
 
 MAX_ENDPOINT_LENGTH = 2048
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+_B64STD = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
 # What the validators below check first, stated as patterns in openapi.json
 # (functions/notifications/subscribe.py annotates its model with them).
 ENDPOINT_CHARS = TextRule("endpoint-chars", "^[!-~]*$",
                           "The endpoint must be a plain ASCII URL without spaces or control characters.")
-# 65 bytes starting 0x04 (an uncompressed point) are 87 base64url characters, "B" then one of A-P.
-P256DH_FORMAT = TextRule("p256dh-format", "^B[A-P][A-Za-z0-9_-]{85}={0,2}$",
-                         "p256dh must be an uncompressed P-256 public key (65 bytes), base64url encoded.")
-# 16 bytes are 22 base64url characters.
-AUTH_FORMAT = TextRule("auth-format", "^[A-Za-z0-9_-]{22}={0,2}$",
-                       "auth must be 16 bytes, base64url encoded.")
+# Keys are base64url (what PushSubscription.toJSON() gives) or standard base64
+# (what `btoa()` gives, as the predecessor frontend sent them): one alphabet per
+# value, stored as unpadded base64url either way.
+# 65 bytes starting 0x04 (an uncompressed point) are 87 characters, "B" then one of A-P.
+P256DH_FORMAT = TextRule("p256dh-format", "^B[A-P](?:[A-Za-z0-9_-]{85}|[A-Za-z0-9+/]{85})={0,2}$",
+                         "p256dh must be an uncompressed P-256 public key (65 bytes), base64url "
+                         "(or standard base64) encoded.")
+# 16 bytes are 22 characters.
+AUTH_FORMAT = TextRule("auth-format", "^(?:[A-Za-z0-9_-]{22}|[A-Za-z0-9+/]{22})={0,2}$",
+                       "auth must be 16 bytes, base64url (or standard base64) encoded.")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan", ".intranet", ".corp")
 
@@ -145,6 +150,8 @@ def validate_endpoint(endpoint: str, *, dev_mode: bool) -> str:
 
 
 def _b64url_decode(value: str, field: str) -> bytes:
+    if _B64STD.match(value) and not _B64URL.match(value):
+        value = value.translate(str.maketrans("+/", "-_"))
     if not _B64URL.match(value):
         raise InvalidSubscription(field, f"{field} must be base64url encoded.")
     try:

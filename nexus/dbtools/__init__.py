@@ -1,6 +1,7 @@
-"""`nexus db migrate | verify | smoke | lint`: the schema contract, checked.
+"""`nexus db migrate | verify | smoke | lint | adopt`: the schema contract, checked.
 
   migrate  apply pending migrations to DATABASE_URL (refuses edited applied files)
+  adopt    take over the predecessor's database: --plan, then with a snapshot (docs/cutover.md)
   verify   replay the migrations into a scratch PostgreSQL and diff it with DATABASE_URL
   smoke    probe DATABASE_URL inside a rolled-back transaction
   lint     Supabase's advisor checks (splinter) on our schemas
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,12 +77,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_foreign(names: list[str], warnings: list) -> None:
+    if not names and not warnings:
+        return
+    print(f"foreign: {len(names)} object(s) not ours, left in place (not part of the contract):")
+    for n in names:
+        print(f"  {n}")
+    for w in warnings:
+        print(f"  {w}")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    from nexus.dbtools.verify import verify
+    from nexus.dbtools.verify import report
 
     url = _url(args)
-    differences = verify(url, reference_url=args.reference, directory=args.dir,
-                         bin_path=Path(args.postgres_bin) if args.postgres_bin else None)
+    result = report(url, reference_url=args.reference, directory=args.dir,
+                    bin_path=Path(args.postgres_bin) if args.postgres_bin else None)
+    main_kinds = ("table", "function", "type", "column")
+    named = [f"{d.kind} {d.name}" for d in result.foreign if d.kind in main_kinds]
+    rest = len(result.foreign) - len(named)
+    _print_foreign(named + ([f"(and {rest} index(es), constraint(s), policy(ies), trigger(s) and grant(s) "
+                             "on those tables)"] if rest else []), result.warnings)
+    differences = result.differences
     if not differences:
         print("verify: the database matches the migrations")
         return EXIT_OK
@@ -93,10 +111,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_smoke(args: argparse.Namespace) -> int:
     import psycopg
 
-    from nexus.dbtools import smoke
+    from nexus.dbtools import foreign, smoke
 
     with _target(args) as url, psycopg.connect(url, prepare_threshold=None, connect_timeout=10) as conn:
-        probes = smoke.run(conn, call_volatile=args.call_volatile)
+        registry = foreign.load(conn)
+        probes, theirs = [], []
+        for p in smoke.run(conn, call_volatile=args.call_volatile):
+            kind = "function" if p.object.endswith(")") else "table"
+            (theirs if registry.owns(kind, p.object) else probes).append(p)
+    if theirs:
+        print(f"foreign: {len(theirs)} probe(s) of objects not ours (not part of the contract):")
+        for p in theirs:
+            print(f"  {'WARN' if not p.ok else 'ok  '}  {p.object}: {p.detail}")
     for p in probes:
         print(f"  {p}")
     failed = [p for p in probes if not p.ok]
@@ -107,15 +133,63 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 def cmd_lint(args: argparse.Namespace) -> int:
     import psycopg
 
-    from nexus.dbtools import lint
+    from nexus.dbtools import foreign, lint
 
     with _target(args) as url, psycopg.connect(url, autocommit=True, prepare_threshold=None,
                                                connect_timeout=10) as conn:
-        findings = lint.run(conn, tuple(args.schema))
+        registry = foreign.load(conn)
+        findings, theirs = [], []
+        for f in lint.run(conn, tuple(args.schema)):
+            (theirs if registry.owns("function" if f.object.endswith(")") else "table", f.object) else findings).append(f)
+        warnings = foreign.warnings(conn, registry)
+    _print_foreign([f"{f}" for f in theirs], warnings)
     for f in findings:
         print(f"  {f}")
     print(f"lint: {len(findings)} finding(s) in {', '.join(args.schema)}")
     return EXIT_FINDINGS if findings else EXIT_OK
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from nexus import migrate
+    from nexus.dbtools import adopt
+
+    url = _url(args)
+    try:
+        migrate.check_session_url(url)
+    except MigrationError as e:
+        raise UsageError(str(e)) from None
+    if args.plan:
+        try:
+            adopt.plan(url, args.dir)
+        except adopt.PlanError as e:
+            print(f"plan: {e}; nothing was changed", file=sys.stderr)
+            return EXIT_FINDINGS
+        return EXIT_OK
+    if args.repair_history_only:
+        history = adopt.repair_history(url)
+        print(f"history: {len(history)} predecessor version(s) marked reverted and kept in "
+              "nexus_adopt.reverted_history; `supabase db push` may now run")
+        return EXIT_OK
+    if not args.snapshot_taken and not args.snapshot:
+        raise UsageError("refusing to adopt without a snapshot: pass --snapshot FILE (a pg_dump is taken to it) "
+                         "or --snapshot-taken once you have one (docs/cutover.md)")
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        bare = conn.execute("SELECT to_regrole('service_role') IS NULL OR to_regprocedure('auth.uid()') IS NULL")
+        if bare.fetchone()[0]:
+            raise UsageError("this database lacks what Supabase provides (API roles, auth.uid())")
+    if args.snapshot:
+        try:
+            path = adopt.snapshot(url, Path(args.snapshot))
+        except FileExistsError as e:
+            raise UsageError(str(e)) from None
+        except subprocess.CalledProcessError as e:
+            print(f"nexus db adopt: the snapshot failed, nothing was changed: {e.stderr.strip()[-500:]}",
+                  file=sys.stderr)
+            return EXIT_FINDINGS
+        print(f"snapshot: {path} (restore with pg_restore --clean --if-exists -d <url> {path.name})")
+    return adopt.adopt(url, args.dir)
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
@@ -162,6 +236,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--call-volatile", action="store_true",
                    help="also call volatile functions (their effects are rolled back)")
     s.set_defaults(func=cmd_smoke)
+
+    a = common(sub.add_parser("adopt", help="take over the predecessor's database (docs/cutover.md)"))
+    a.add_argument("--plan", action="store_true", help="print what adopting would do; change nothing")
+    a.add_argument("--snapshot", metavar="FILE", help="take a pg_dump snapshot to FILE first")
+    a.add_argument("--snapshot-taken", action="store_true", help="a snapshot exists; adopt without taking one")
+    a.add_argument("--repair-history-only", action="store_true",
+                   help="only mark the predecessor's migration history reverted (before `supabase db push`)")
+    a.set_defaults(func=cmd_adopt)
 
     lt = common(sub.add_parser("lint", help="Supabase advisor checks on our schemas"))
     lt.add_argument("--replay", action="store_true", help="lint a fresh replay instead of the database")

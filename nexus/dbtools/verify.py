@@ -9,9 +9,10 @@ differently from "changed by hand".
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from nexus.dbtools import catalog, scratch
+from nexus.dbtools import catalog, foreign, scratch
 from nexus.dbtools.diff import Difference, compare
 from nexus.migrate import MIGRATIONS_DIR, plan
 
@@ -50,9 +51,16 @@ def migration_differences(conn, directory: Path = MIGRATIONS_DIR) -> list[Differ
             + [Difference("extra", "migration", v) for v in p.unknown])
 
 
-def verify(live_url: str, *, reference_url: str | None = None, directory: Path = MIGRATIONS_DIR,
-           bin_path: Path | None = None) -> list[Difference]:
-    """Differences between the live database and the replayed migrations (or `reference_url`)."""
+@dataclass
+class Report:
+    differences: list[Difference]  # in what is ours: each one fails the contract
+    foreign: list[Difference]  # objects recorded as not ours (an adopted database's), left in place
+    warnings: list[foreign.Warning_]  # what is unsafe about those
+
+
+def report(live_url: str, *, reference_url: str | None = None, directory: Path = MIGRATIONS_DIR,
+           bin_path: Path | None = None) -> Report:
+    """The live database against the replayed migrations (or `reference_url`), foreign objects apart."""
     if reference_url:
         with connect(reference_url) as conn:
             expected = catalog.snapshot(conn)
@@ -61,4 +69,12 @@ def verify(live_url: str, *, reference_url: str | None = None, directory: Path =
     with connect(live_url) as conn:
         live = catalog.snapshot(conn)
         bookkeeping = migration_differences(conn, directory)
-    return bookkeeping + compare(expected, live)
+        registry = foreign.load(conn)
+        ours, theirs = foreign.split(compare(expected, live), live, registry)
+        return Report(bookkeeping + ours, theirs, foreign.warnings(conn, registry))
+
+
+def verify(live_url: str, *, reference_url: str | None = None, directory: Path = MIGRATIONS_DIR,
+           bin_path: Path | None = None) -> list[Difference]:
+    """Differences in what is ours between the live database and the replayed migrations."""
+    return report(live_url, reference_url=reference_url, directory=directory, bin_path=bin_path).differences

@@ -30,7 +30,14 @@ DECLARE
   v_table_names jsonb;
   v_function_names jsonb;
   v_out jsonb := '{}'::jsonb;
+  v_foreign_columns text[] := '{}';
 BEGIN
+  -- An adopted database's foreign columns on our tables (profiles.email, ...)
+  -- are not ours (20251220000100_adopt_predecessor_convert.sql records them).
+  IF to_regclass('nexus_adopt.foreign_objects') IS NOT NULL THEN
+    EXECUTE $q$SELECT coalesce(array_agg(name), '{}') FROM nexus_adopt.foreign_objects WHERE kind = 'column'$q$
+      INTO v_foreign_columns;
+  END IF;
   SELECT coalesce(array_agg(c.oid), '{}') INTO v_tables
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
    WHERE n.nspname = ANY(v_schemas) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
@@ -67,6 +74,7 @@ BEGIN
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
        WHERE c.oid = ANY(v_tables) AND a.attnum > 0 AND NOT a.attisdropped
+         AND NOT format('%I.%I.%I', n.nspname, c.relname, a.attname) = ANY(v_foreign_columns)
       UNION ALL
       SELECT jsonb_build_array('constraint', format('%I.%I.%I', n.nspname, c.relname, k.conname),
                k.contype::text, pg_catalog.pg_get_constraintdef(k.oid))::text

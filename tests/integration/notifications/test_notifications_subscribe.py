@@ -42,6 +42,22 @@ def test_runbook_shape_and_browser_shape_are_both_stored(push_env, subscribe_app
     assert sorted(rows) == sorted([(flat, P256DH, AUTH), (browser, P256DH, AUTH)])
 
 
+# The predecessor frontend encoded keys with btoa(): standard base64 with '+',
+# '/' and padding. Same bytes, stored as unpadded base64url.
+def test_standard_base64_keys_are_accepted_and_stored_as_base64url(push_env, subscribe_app, sql):
+    member, endpoint = sql.member("scout"), _endpoint()
+    raw_p256dh = base64.urlsafe_b64decode(P256DH + "=")
+    raw_auth = base64.urlsafe_b64decode(AUTH + "==")
+    std_p256dh, std_auth = base64.b64encode(raw_p256dh).decode(), base64.b64encode(raw_auth).decode()
+    assert ("+" in std_p256dh or "/" in std_p256dh) and std_p256dh.endswith("=") and std_auth.endswith("==")
+
+    r = subscribe_app.post({"endpoint": endpoint, "keys": {"p256dh": std_p256dh, "auth": std_auth}},
+                           headers=member.auth())
+    assert (r.status, r.json) == (200, {"success": True})
+    assert sql.execute("SELECT p256dh, auth FROM public.push_subscriptions WHERE endpoint = %s",
+                       (endpoint,)) == [(P256DH, AUTH)]
+
+
 def test_resubscribing_an_endpoint_moves_it_to_the_caller(push_env, push_service, subscribe_app, sql):
     # Given a device subscribed by one member with a notification waiting for it
     push_env.setenv("PUSH_INLINE_BUDGET_SECONDS", "0")
@@ -97,6 +113,7 @@ def _b64(raw: bytes) -> str:
     ("auth", {"p256dh": P256DH, "auth": _b64(b"\x00" * 15)}),
     ("auth", {"p256dh": P256DH, "auth": _b64(b"\x00" * 17)}),
     ("auth", {"p256dh": P256DH, "auth": "a+b/"}),
+    ("p256dh", {"p256dh": P256DH[:40] + "+" + P256DH[41:], "auth": AUTH}),    # both alphabets in one value
 ])
 def test_invalid_keys_are_refused_and_nothing_is_written(field, keys, push_env, subscribe_app, sql):
     member, endpoint = sql.member("scout"), _endpoint()

@@ -1,0 +1,459 @@
+-- Adopting the predecessor's database, step 2 of 2 (step 1 is
+-- 20251208000000_adopt_predecessor_set_aside.sql). It runs after every other
+-- migration, so it converts into the final schema.
+--
+-- On an empty database (nothing was set aside) only the last statement runs.
+-- Otherwise every row set aside in nexus_adopt is converted into our tables,
+-- keeping its meaning, and each conversion's row count is recorded in
+-- nexus_adopt.conversions (nexus db adopt prints them):
+--   profiles       rank NULL/empty -> vagrant, any case lower-cased, a value
+--                  that names no rank -> vagrant; roles NULL -> {}, brig/brigged
+--                  (any case) -> brigged, medic -> Medic, rescue -> Rescue,
+--                  other names in the spelling first written; callsigns
+--                  cleaned to our rule (control characters become spaces,
+--                  blank -> none, at most 64 characters). Ranks above scout
+--                  (members could set their own) are listed in nexus_adopt.review.
+--   voice_nets     thresholds trimmed and lower-cased, empty -> vagrant; join
+--                  NULL -> receive, else scout; receive NULL -> the join;
+--                  transmit NULL -> scout; a name that is no rank let everyone
+--                  in -> vagrant. No code -> one derived from the id; a code
+--                  held by several nets stays on the oldest, the others get
+--                  a suffix from their id.
+--   bridges        one per unordered pair (the oldest), self-bridges removed.
+--   push keys      standard base64 -> unpadded base64url, the same bytes.
+--   notifications  types mapped to ours, missing title derived from the type,
+--                  missing payload {}; history: not pushed, and their
+--                  retention starts now (the old time is kept in the payload).
+--   flares         type -> flare_type; a sender that is gone stays gone.
+--   requests       PENDING stays (our expiry applies); ACTIVE -> COMPLETED now,
+--                  guide kept, old pod id cleared; of several pending for one
+--                  cadet and skill the newest stays, the others CANCELLED.
+--   presence       every row becomes closed history.
+-- Their columns that ours lack (profiles.email, voice_nets.type, ...) are put
+-- back on our tables with their values, and recorded as foreign. Their
+-- tables' foreign keys to the tables set aside now point at ours.
+DO $$
+DECLARE
+  v_ranks constant text[] := ARRAY['vagrant', 'scout', 'voyager', 'founder', 'pioneer'];
+  v_ours constant text[] := ARRAY['profiles', 'voice_nets', 'voice_net_bridges', 'voice_presence',
+                                  'push_subscriptions', 'notification_queue', 'flares', 'skills',
+                                  'certifications', 'instruction_requests'];
+  v_keys constant jsonb := '{"profiles": "id", "voice_nets": "id", "voice_net_bridges": "id",
+    "notification_queue": "id", "flares": "id", "skills": "id", "instruction_requests": "id",
+    "certifications": "user_id,skill_id", "push_subscriptions": "endpoint",
+    "voice_presence": "room_name,participant_sid"}';
+  v_n bigint;
+  v_m bigint;
+  v_def text;
+  v_join text;
+  r record;
+BEGIN
+  IF to_regclass('nexus_adopt.profiles') IS NULL THEN
+    RETURN;  -- nothing was set aside
+  END IF;
+
+  -- profiles ------------------------------------------------------------------
+  CREATE TEMP TABLE adopt_profiles ON COMMIT DROP AS
+  SELECT o.id, to_jsonb(o) AS j,
+         coalesce(o.created_at, now()) AS created_at,
+         nullif(btrim(regexp_replace(left(coalesce(to_jsonb(o) ->> 'callsign', ''), 64), '[[:cntrl:]]+', ' ', 'g')), '')
+           AS callsign,
+         lower(btrim(coalesce(to_jsonb(o) ->> 'rank', ''))) AS old_rank
+  FROM nexus_adopt.profiles o
+  WHERE EXISTS (SELECT 1 FROM auth.users u WHERE u.id = o.id);
+
+  -- Role names in the spelling first written (oldest profile first).
+  CREATE TEMP TABLE adopt_role_spelling ON COMMIT DROP AS
+  SELECT DISTINCT ON (lower(btrim(x))) lower(btrim(x)) AS key,
+         CASE lower(btrim(x)) WHEN 'brig' THEN 'brigged' WHEN 'brigged' THEN 'brigged'
+                              WHEN 'medic' THEN 'Medic' WHEN 'rescue' THEN 'Rescue' ELSE btrim(x) END AS spelling
+  FROM adopt_profiles p
+  CROSS JOIN LATERAL jsonb_array_elements_text(
+    CASE WHEN jsonb_typeof(p.j -> 'roles') = 'array' THEN p.j -> 'roles' ELSE '[]'::jsonb END)
+    WITH ORDINALITY e(x, ord)
+  WHERE btrim(x) <> ''
+  ORDER BY lower(btrim(x)), p.created_at, p.id, ord;
+  -- brig and brigged are one role
+  UPDATE adopt_role_spelling SET key = 'brigged' WHERE key = 'brig'
+    AND NOT EXISTS (SELECT 1 FROM adopt_role_spelling WHERE key = 'brigged');
+  DELETE FROM adopt_role_spelling WHERE key = 'brig';
+
+  -- Callsigns follow issue 12's rules (shared/text.py), as for rows that were
+  -- ours already: a guest (anonymous sign-in) keeps no callsign; one that
+  -- breaks the text rules others are shown is cleared; callsigns that collide
+  -- (NFKC and case folding, public.callsign_key) stay, the oldest holder under
+  -- the unique index and the others grandfathered.
+  UPDATE adopt_profiles p SET callsign = NULL
+  FROM auth.users u WHERE u.id = p.id AND coalesce(u.is_anonymous, false) AND p.callsign IS NOT NULL;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: guests (anonymous sign-ins) lose their callsigns', v_n, 'a guest must not keep a name from a member');
+  UPDATE adopt_profiles SET callsign = NULL
+  WHERE callsign IS NOT NULL AND NOT public.text_is_shown_plainly(callsign);
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: callsigns breaking the text rules cleared', v_n,
+          'format characters (bidi, zero-width), separators or only blanks; the old value stays in nexus_adopt.profiles');
+  ALTER TABLE adopt_profiles ADD COLUMN grandfathered boolean NOT NULL DEFAULT false;
+  WITH d AS (
+    SELECT id, row_number() OVER (PARTITION BY public.callsign_key(callsign) ORDER BY created_at, id) AS nth
+    FROM adopt_profiles WHERE callsign IS NOT NULL)
+  UPDATE adopt_profiles p SET grandfathered = true FROM d WHERE d.id = p.id AND d.nth > 1;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: colliding callsigns kept (grandfathered)', v_n,
+          'the oldest holder is under the unique index; the others keep theirs until they change it');
+
+  -- profiles_callsign_unclaimed clears callsign_grandfathered on every insert
+  -- (a member cannot grandfather themselves); the conversion sets it as the
+  -- rule's own migration did for rows that were there before it.
+  ALTER TABLE public.profiles DISABLE TRIGGER profiles_callsign_unclaimed;
+  INSERT INTO public.profiles AS t (id, callsign, callsign_grandfathered, rank, roles, created_at, updated_at)
+  SELECT p.id, p.callsign, p.grandfathered,
+         CASE WHEN p.old_rank = ANY (v_ranks) THEN p.old_rank ELSE 'vagrant' END,
+         coalesce((SELECT array_agg(s.spelling ORDER BY min_ord)
+                   FROM (SELECT sp.spelling, min(e.ord) AS min_ord
+                         FROM jsonb_array_elements_text(
+                                CASE WHEN jsonb_typeof(p.j -> 'roles') = 'array' THEN p.j -> 'roles' ELSE '[]'::jsonb END)
+                              WITH ORDINALITY e(x, ord)
+                         JOIN adopt_role_spelling sp
+                           ON sp.key = CASE lower(btrim(e.x)) WHEN 'brig' THEN 'brigged' ELSE lower(btrim(e.x)) END
+                         GROUP BY sp.spelling) s), '{}'),
+         p.created_at, coalesce((p.j ->> 'updated_at')::timestamptz, p.created_at)
+  FROM adopt_profiles p
+  ON CONFLICT (id) DO UPDATE SET callsign = EXCLUDED.callsign, callsign_grandfathered = EXCLUDED.callsign_grandfathered,
+                                 rank = EXCLUDED.rank, roles = EXCLUDED.roles;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  ALTER TABLE public.profiles ENABLE TRIGGER profiles_callsign_unclaimed;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('profiles', v_n, 'members adopted');
+
+  SELECT count(*) INTO v_n FROM adopt_profiles WHERE old_rank = '';
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: rank NULL or empty -> vagrant', v_n, 'the predecessor read them as vagrant');
+  SELECT count(*) INTO v_n FROM adopt_profiles WHERE old_rank <> '' AND NOT (old_rank = ANY (v_ranks));
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: rank naming no rank -> vagrant', v_n, '');
+  SELECT count(*) INTO v_n FROM adopt_profiles WHERE (j ->> 'rank') IS DISTINCT FROM old_rank AND old_rank <> '';
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: rank lower-cased or trimmed', v_n, '');
+  SELECT count(*) INTO v_n FROM adopt_profiles WHERE jsonb_typeof(j -> 'roles') IS DISTINCT FROM 'array';
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('profiles: roles NULL -> {}', v_n, '');
+  SELECT count(*) INTO v_n FROM adopt_profiles p JOIN public.profiles t ON t.id = p.id
+  WHERE jsonb_typeof(p.j -> 'roles') = 'array' AND to_jsonb(t.roles) <> p.j -> 'roles';
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: roles respelled (brig -> brigged, Medic, Rescue, first spelling)', v_n, '');
+  SELECT count(*) INTO v_n FROM adopt_profiles p
+  WHERE p.callsign IS DISTINCT FROM nullif(p.j ->> 'callsign', '');
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: callsign cleaned', v_n, 'control characters, blank or longer than 64');
+
+  INSERT INTO nexus_adopt.review (kind, subject, detail)
+  SELECT 'rank above scout', t.id::text,
+         format('%s (callsign %s): the predecessor let members set their own rank; confirm it',
+                t.rank, coalesce(t.callsign, '-'))
+  FROM public.profiles t JOIN adopt_profiles p ON p.id = t.id
+  WHERE public.rank_level(t.rank) > 1
+  ON CONFLICT DO NOTHING;
+
+  -- voice_nets ----------------------------------------------------------------
+  CREATE TEMP TABLE adopt_nets ON COMMIT DROP AS
+  SELECT o.id, coalesce(o.created_at, now()) AS created_at, o.linked_squad_id, o.label,
+         nullif(btrim(coalesce(o.code, '')), '') AS old_code,
+         CASE WHEN o.min_rank_to_join IS NULL THEN NULL ELSE coalesce(nullif(lower(btrim(o.min_rank_to_join)), ''), 'vagrant') END AS j,
+         CASE WHEN o.min_rank_to_rx IS NULL THEN NULL ELSE coalesce(nullif(lower(btrim(o.min_rank_to_rx)), ''), 'vagrant') END AS rx,
+         CASE WHEN o.min_rank_to_tx IS NULL THEN NULL ELSE coalesce(nullif(lower(btrim(o.min_rank_to_tx)), ''), 'vagrant') END AS tx,
+         o.min_rank_to_join AS oj, o.min_rank_to_rx AS orx, o.min_rank_to_tx AS otx,
+         NULL::text AS code, NULL::text AS min_join, NULL::text AS min_rx, NULL::text AS min_tx
+  FROM nexus_adopt.voice_nets o;
+  UPDATE adopt_nets SET min_join = CASE WHEN coalesce(j, rx, 'scout') = ANY (v_ranks) THEN coalesce(j, rx, 'scout') ELSE 'vagrant' END;
+  UPDATE adopt_nets SET min_rx = CASE WHEN rx IS NULL THEN min_join WHEN rx = ANY (v_ranks) THEN rx ELSE 'vagrant' END,
+                        min_tx = CASE WHEN coalesce(tx, 'scout') = ANY (v_ranks) THEN coalesce(tx, 'scout') ELSE 'vagrant' END;
+  -- codes: a room name of our shape, never a sim pod's; none -> from the id
+  UPDATE adopt_nets SET code = CASE
+      WHEN old_code IS NULL THEN 'net-' || replace(id::text, '-', '')
+      ELSE left(regexp_replace(regexp_replace(old_code, '[^A-Za-z0-9_.:-]+', '-', 'g'), '^[^A-Za-z0-9]+', ''), 110) END;
+  UPDATE adopt_nets SET code = 'net-' || replace(id::text, '-', '') WHERE code = '';
+  UPDATE adopt_nets SET code = 'net-' || code WHERE lower(code) LIKE 'sim-pod-%';
+  WITH d AS (SELECT id, row_number() OVER (PARTITION BY code ORDER BY created_at, id) AS n FROM adopt_nets)
+  UPDATE adopt_nets a SET code = a.code || '-' || left(replace(a.id::text, '-', ''), 8)
+  FROM d WHERE d.id = a.id AND d.n > 1;
+  GET DIAGNOSTICS v_m = ROW_COUNT;
+
+  INSERT INTO public.voice_nets (id, code, label, min_rank_to_join, min_rank_to_rx, min_rank_to_tx, linked_squad_id, created_at)
+  SELECT id, code, left(coalesce(nullif(btrim(label), ''), code), 120), min_join, min_rx, min_tx, linked_squad_id, created_at
+  FROM adopt_nets;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_nets', v_n, 'nets adopted');
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('voice_nets: duplicate code suffixed', v_m, 'the oldest net keeps a code several nets held');
+  SELECT count(*) INTO v_n FROM adopt_nets WHERE old_code IS NULL;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_nets: code derived from the id', v_n, 'the net had no code');
+  SELECT count(*) INTO v_n FROM adopt_nets WHERE old_code IS NOT NULL AND code <> old_code;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_nets: code changed', v_n, 'not a valid room name, or shared');
+  SELECT count(*) INTO v_n FROM adopt_nets WHERE j IS NULL;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_nets: join NULL -> receive or scout', v_n, '');
+  SELECT count(*) INTO v_n FROM adopt_nets WHERE rx IS NULL;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_nets: receive NULL -> join', v_n, '');
+  SELECT count(*) INTO v_n FROM adopt_nets WHERE tx IS NULL;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_nets: transmit NULL -> scout', v_n, '');
+  SELECT count(*) INTO v_n FROM adopt_nets
+  WHERE NOT (coalesce(j, 'vagrant') = ANY (v_ranks)) OR NOT (coalesce(rx, 'vagrant') = ANY (v_ranks))
+     OR NOT (coalesce(tx, 'vagrant') = ANY (v_ranks));
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('voice_nets: threshold naming no rank -> vagrant', v_n, 'the predecessor let everyone in');
+  SELECT count(*) INTO v_n FROM adopt_nets
+  WHERE oj IS DISTINCT FROM min_join OR orx IS DISTINCT FROM min_rx OR otx IS DISTINCT FROM min_tx;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_nets: thresholds rewritten', v_n, 'any of the above, or case');
+
+  -- bridges -------------------------------------------------------------------
+  INSERT INTO public.voice_net_bridges (id, source_net_id, target_net_id, created_by, created_at)
+  SELECT DISTINCT ON (least(b.source_net_id, b.target_net_id), greatest(b.source_net_id, b.target_net_id))
+         b.id, b.source_net_id, b.target_net_id,
+         (SELECT p.id FROM public.profiles p WHERE p.id = b.created_by), coalesce(b.created_at, now())
+  FROM nexus_adopt.voice_net_bridges b
+  WHERE b.source_net_id <> b.target_net_id
+    AND EXISTS (SELECT 1 FROM public.voice_nets n WHERE n.id = b.source_net_id)
+    AND EXISTS (SELECT 1 FROM public.voice_nets n WHERE n.id = b.target_net_id)
+  ORDER BY least(b.source_net_id, b.target_net_id), greatest(b.source_net_id, b.target_net_id), b.created_at, b.id;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_net_bridges', v_n, 'bridges adopted');
+  SELECT count(*) INTO v_n FROM nexus_adopt.voice_net_bridges WHERE source_net_id = target_net_id;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_net_bridges: self-bridge removed', v_n, '');
+  SELECT count(*) - count(DISTINCT (least(source_net_id, target_net_id), greatest(source_net_id, target_net_id)))
+  INTO v_n FROM nexus_adopt.voice_net_bridges WHERE source_net_id <> target_net_id;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('voice_net_bridges: second direction removed', v_n, 'A->B and B->A are one bridge');
+
+  -- push subscriptions --------------------------------------------------------
+  CREATE TEMP TABLE adopt_push ON COMMIT DROP AS
+  SELECT o.user_id, btrim(o.endpoint) AS endpoint, coalesce(o.created_at, now()) AS created_at,
+         rtrim(translate(btrim(o.p256dh), '+/', '-_'), '=') AS p256dh,
+         rtrim(translate(btrim(o.auth), '+/', '-_'), '=') AS auth,
+         btrim(o.p256dh) <> rtrim(translate(btrim(o.p256dh), '+/', '-_'), '=')
+           OR btrim(o.auth) <> rtrim(translate(btrim(o.auth), '+/', '-_'), '=') AS reencoded
+  FROM nexus_adopt.push_subscriptions o
+  -- one alphabet per key, the lengths of a P-256 point (65 bytes) and a 16-byte secret
+  WHERE (btrim(o.p256dh) ~ '^[A-Za-z0-9+/]{87}=?$' OR btrim(o.p256dh) ~ '^[A-Za-z0-9_-]{87}=?$')
+    AND (btrim(o.auth) ~ '^[A-Za-z0-9+/]{22}(==)?$' OR btrim(o.auth) ~ '^[A-Za-z0-9_-]{22}(==)?$')
+    AND char_length(btrim(o.endpoint)) BETWEEN 8 AND 2048
+    AND EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id);
+  INSERT INTO public.push_subscriptions (user_id, endpoint, p256dh, auth, created_at, updated_at)
+  SELECT user_id, endpoint, p256dh, auth, created_at, created_at FROM adopt_push
+  ON CONFLICT (endpoint) DO NOTHING;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('push_subscriptions', v_n, 'devices adopted');
+  SELECT count(*) INTO v_n FROM adopt_push WHERE reencoded;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('push_subscriptions: keys re-encoded to base64url', v_n, 'the same bytes');
+  SELECT (SELECT count(*) FROM nexus_adopt.push_subscriptions) - (SELECT count(*) FROM adopt_push) INTO v_n;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('push_subscriptions: not adopted', v_n, 'no member, or keys/endpoint unusable (kept in nexus_adopt)');
+
+  -- notifications: history, never pushed now ----------------------------------
+  ALTER TABLE public.notification_queue DISABLE TRIGGER notification_queue_fan_out;
+  INSERT INTO public.notification_queue (id, recipient_id, type, title, message, payload, created_at, sent_at, read_at)
+  SELECT o.id, o.recipient_id, m.type,
+         left(coalesce(nullif(btrim(o.title), ''), CASE m.type
+             WHEN 'ACADEMY_REQUEST' THEN 'Training requested'
+             WHEN 'ACADEMY_ACCEPTED' THEN 'Your guide is ready'
+             WHEN 'RESCUE_FLARE' THEN initcap(m.flare_type) || ' rescue flare'
+             WHEN 'MENTION' THEN 'You were mentioned'
+             ELSE initcap(replace(lower(m.type), '_', ' ')) END), 200),
+         left(coalesce(o.message, ''), 1000),
+         CASE WHEN jsonb_typeof(o.payload) = 'object' THEN o.payload
+              WHEN o.payload IS NULL OR jsonb_typeof(o.payload) = 'null' THEN '{}'::jsonb
+              ELSE jsonb_build_object('value', o.payload) END
+           || CASE WHEN m.flare_type IS NOT NULL THEN jsonb_build_object('flareType', m.flare_type) ELSE '{}'::jsonb END
+           || jsonb_build_object('adoptedFrom', jsonb_build_object('type', o.type, 'createdAt', o.created_at)),
+         now(), o.sent_at, o.read_at
+  FROM nexus_adopt.notification_queue o
+  CROSS JOIN LATERAL (SELECT lower(btrim(o.type)) AS t) k
+  CROSS JOIN LATERAL (SELECT
+      CASE k.t WHEN 'academy_request' THEN 'ACADEMY_REQUEST' WHEN 'academy_accept' THEN 'ACADEMY_ACCEPTED'
+               WHEN 'rescue_flare' THEN 'RESCUE_FLARE' WHEN 'combat_flare' THEN 'RESCUE_FLARE'
+               WHEN 'mention' THEN 'MENTION'
+               ELSE left(regexp_replace('X_' || upper(regexp_replace(k.t, '[^a-z0-9_]+', '_', 'g')), '^X_(?=[A-Z])', ''), 64)
+      END AS type,
+      CASE k.t WHEN 'combat_flare' THEN 'COMBAT'
+               WHEN 'rescue_flare' THEN CASE WHEN upper(o.payload ->> 'flareType') IN ('MEDICAL', 'COMBAT')
+                                             THEN upper(o.payload ->> 'flareType') ELSE 'MEDICAL' END
+      END AS flare_type) m
+  WHERE EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.recipient_id);
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  ALTER TABLE public.notification_queue ENABLE TRIGGER notification_queue_fan_out;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('notification_queue', v_n, 'history: not pushed; retention counts from now');
+  SELECT count(*) INTO v_n FROM nexus_adopt.notification_queue WHERE title IS NULL OR btrim(title) = '';
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('notification_queue: title derived from the type', v_n, '');
+  SELECT count(*) INTO v_n FROM nexus_adopt.notification_queue WHERE payload IS NULL;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('notification_queue: payload NULL -> {}', v_n, '');
+  SELECT count(*) INTO v_n FROM nexus_adopt.notification_queue WHERE sent_at IS NULL AND read_at IS NULL;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('notification_queue: never sent, kept unsent', v_n, 'nothing will push them');
+
+  -- flares ----------------------------------------------------------------------
+  INSERT INTO public.flares (id, sender_id, flare_type, location, status, created_at)
+  SELECT o.id, (SELECT p.id FROM public.profiles p WHERE p.id = o.sender_id),
+         CASE WHEN upper(btrim(o.type)) IN ('MEDICAL', 'COMBAT') THEN upper(btrim(o.type)) ELSE 'MEDICAL' END,
+         left(coalesce(nullif(btrim(o.location), ''), 'unknown'), 200),
+         CASE WHEN upper(btrim(o.status)) = 'RESOLVED' THEN 'RESOLVED' ELSE 'ACTIVE' END,
+         coalesce(o.created_at, now())
+  FROM nexus_adopt.flares o;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('flares', v_n, 'type -> flare_type');
+  SELECT count(*) INTO v_n FROM public.flares f JOIN nexus_adopt.flares o ON o.id = f.id WHERE f.sender_id IS NULL;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('flares: no sender', v_n, 'kept, as the sender is gone');
+
+  -- academy ---------------------------------------------------------------------
+  INSERT INTO public.skills (id, name, description, created_at)
+  SELECT s.id,
+         CASE WHEN s.n = 1 THEN s.name ELSE left(s.name, 110) || ' (' || s.n || ')' END,
+         left(coalesce(s.description, ''), 2000), s.created_at
+  FROM (SELECT o.id, left(coalesce(nullif(btrim(o.name), ''), 'Skill'), 120) AS name, o.description,
+               coalesce(o.created_at, now()) AS created_at,
+               row_number() OVER (PARTITION BY lower(coalesce(nullif(btrim(o.name), ''), 'Skill'))
+                                  ORDER BY o.created_at, o.id) AS n
+        FROM nexus_adopt.skills o) s;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('skills', v_n, 'a name several skills held is numbered');
+
+  INSERT INTO public.certifications (user_id, skill_id, created_at)
+  SELECT o.user_id, o.skill_id, coalesce(o.certified_at, now())
+  FROM nexus_adopt.certifications o
+  WHERE EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id)
+    AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id);
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('certifications', v_n, 'certified_at -> created_at');
+
+  CREATE TEMP TABLE adopt_requests ON COMMIT DROP AS
+  SELECT o.id, o.cadet_id, o.skill_id, o.status::text AS old_status,
+         (SELECT p.id FROM public.profiles p WHERE p.id = o.guide_id) AS guide_id,
+         o.sim_pod_id, coalesce(o.created_at, now()) AS created_at,
+         row_number() OVER (PARTITION BY o.cadet_id, o.skill_id, o.status::text = 'PENDING'
+                            ORDER BY o.created_at DESC, o.id DESC) AS newest
+  FROM nexus_adopt.instruction_requests o
+  WHERE EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.cadet_id)
+    AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id);
+  INSERT INTO public.instruction_requests (id, skill_id, cadet_id, guide_id, status, sim_pod_id, created_at, updated_at, closed_at)
+  SELECT id, skill_id, cadet_id, guide_id,
+         CASE WHEN old_status = 'PENDING' AND newest = 1 THEN 'PENDING'
+              WHEN old_status = 'PENDING' THEN 'CANCELLED'
+              WHEN old_status = 'ACTIVE' THEN 'COMPLETED'
+              WHEN old_status IN ('COMPLETED', 'CANCELLED') THEN old_status
+              ELSE 'CANCELLED' END,
+         NULL, created_at,
+         CASE WHEN old_status IN ('COMPLETED', 'CANCELLED') THEN created_at ELSE now() END,
+         CASE WHEN old_status = 'PENDING' AND newest = 1 THEN NULL
+              WHEN old_status IN ('COMPLETED', 'CANCELLED') THEN created_at ELSE now() END
+  FROM adopt_requests;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('instruction_requests', v_n, 'requests adopted');
+  SELECT count(*) INTO v_n FROM adopt_requests WHERE old_status = 'ACTIVE';
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('instruction_requests: ACTIVE -> COMPLETED', v_n, 'closed now, guide kept, old sim pod id cleared');
+  SELECT count(*) INTO v_n FROM adopt_requests WHERE old_status = 'PENDING' AND newest > 1;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('instruction_requests: duplicate PENDING -> CANCELLED', v_n, 'the newest per cadet and skill stays open');
+  SELECT count(*) INTO v_n FROM adopt_requests WHERE old_status = 'PENDING' AND newest = 1;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('instruction_requests: PENDING kept open', v_n, 'the expiry schedule applies from now');
+
+  -- presence: closed history ------------------------------------------------------
+  INSERT INTO public.voice_presence (room_name, participant_identity, participant_sid, participant_metadata, user_id,
+                                     joined_at, left_at, left_reason, last_event_at)
+  SELECT o.room_name, o.participant_identity, coalesce(nullif(o.participant_sid, ''), 'adopted-' || o.id::text),
+         CASE WHEN jsonb_typeof(o.participant_metadata) = 'object' THEN o.participant_metadata ELSE '{}'::jsonb END,
+         o.user_id, coalesce(o.joined_at, now()),
+         greatest(coalesce(o.left_at, now()), coalesce(o.joined_at, now())),
+         CASE WHEN o.left_at IS NULL THEN 'closed_at_adoption' ELSE 'adopted_history' END,
+         greatest(coalesce(o.left_at, now()), coalesce(o.joined_at, now()))
+  FROM nexus_adopt.voice_presence o
+  ON CONFLICT ON CONSTRAINT voice_presence_session_key DO NOTHING;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_presence', v_n, 'all closed history');
+  SELECT count(*) INTO v_n FROM nexus_adopt.voice_presence WHERE left_at IS NULL;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_presence: open rows closed', v_n, 'left_reason closed_at_adoption');
+
+  -- their columns, back on our tables -------------------------------------------
+  FOR r IN
+    SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS typ, pg_get_expr(d.adbin, d.adrelid) AS def
+    FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid AND c.relnamespace = 'nexus_adopt'::regnamespace
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE c.relname = ANY (v_ours) AND a.attnum > 0 AND NOT a.attisdropped
+      AND NOT (c.relname = 'flares' AND a.attname = 'type')
+      AND NOT EXISTS (SELECT 1 FROM pg_attribute b
+                      WHERE b.attrelid = format('public.%I', c.relname)::regclass AND b.attname = a.attname
+                        AND b.attnum > 0 AND NOT b.attisdropped)
+    ORDER BY c.relname, a.attnum
+  LOOP
+    EXECUTE format('ALTER TABLE public.%I ADD COLUMN %I %s', r.relname, r.attname, r.typ)
+      || CASE WHEN r.def IS NOT NULL THEN ' DEFAULT ' || r.def ELSE '' END;
+    SELECT string_agg(format('t.%I = o.%s', k, CASE WHEN r.relname = 'voice_presence' AND k = 'participant_sid'
+                                                   THEN 'participant_sid_key' ELSE quote_ident(k) END), ' AND ')
+    INTO v_join FROM unnest(string_to_array(v_keys ->> r.relname, ',')) k;
+    EXECUTE format('UPDATE public.%I t SET %I = o.%I FROM (SELECT x.*, coalesce(nullif(%s, %L), %L || %s) AS participant_sid_key '
+                   'FROM nexus_adopt.%I x) o WHERE %s',
+                   r.relname, r.attname, r.attname,
+                   CASE WHEN r.relname = 'voice_presence' THEN 'x.participant_sid' ELSE 'NULL::text' END, '',
+                   'adopted-', CASE WHEN r.relname = 'voice_presence' THEN 'x.id::text' ELSE 'NULL::text' END,
+                   r.relname, v_join);
+    INSERT INTO nexus_adopt.foreign_objects (kind, name) VALUES ('column', format('public.%I.%I', r.relname, r.attname))
+    ON CONFLICT DO NOTHING;
+  END LOOP;
+
+  -- their foreign keys to the tables set aside now point at ours ----------------
+  FOR r IN
+    SELECT k.oid, k.conname, format('%I.%I', n.nspname, c.relname) AS tbl
+    FROM pg_constraint k
+    JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_class rt ON rt.oid = k.confrelid
+    WHERE k.contype = 'f' AND rt.relnamespace = 'nexus_adopt'::regnamespace AND n.nspname <> 'nexus_adopt'
+  LOOP
+    v_def := replace(pg_get_constraintdef(r.oid), 'REFERENCES nexus_adopt.', 'REFERENCES public.');
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tbl, r.conname);
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', r.tbl, r.conname, v_def);
+    INSERT INTO nexus_adopt.conversions (step, rows, detail)
+    VALUES ('foreign key ' || r.tbl || '.' || r.conname || ' -> ours', 1, v_def);
+  END LOOP;
+
+  -- their policies that read the tables set aside now read ours -----------------
+  FOR r IN
+    SELECT p.schemaname, p.tablename, p.policyname, p.permissive, p.cmd, p.roles, p.qual, p.with_check
+    FROM pg_policies p
+    WHERE p.schemaname <> 'nexus_adopt'
+      AND (coalesce(p.qual, '') || coalesce(p.with_check, '')) LIKE '%nexus_adopt.%'
+  LOOP
+    EXECUTE format('DROP POLICY %I ON %I.%I', r.policyname, r.schemaname, r.tablename);
+    EXECUTE format('CREATE POLICY %I ON %I.%I AS %s FOR %s TO %s', r.policyname, r.schemaname, r.tablename,
+                   r.permissive, r.cmd, (SELECT string_agg(quote_ident(x), ', ') FROM unnest(r.roles) x))
+      || CASE WHEN r.qual IS NOT NULL THEN ' USING (' || replace(r.qual, 'nexus_adopt.', 'public.') || ')' ELSE '' END
+      || CASE WHEN r.with_check IS NOT NULL
+              THEN ' WITH CHECK (' || replace(r.with_check, 'nexus_adopt.', 'public.') || ')' ELSE '' END;
+    INSERT INTO nexus_adopt.conversions (step, rows, detail)
+    VALUES ('policy ' || r.schemaname || '.' || r.tablename || '.' || r.policyname || ' -> ours', 1, '');
+  END LOOP;
+END
+$$;
+
+-- Every member signed up has a profile (anonymous sign-ins are not members).
+-- On an empty database there is nobody to add.
+DO $$
+DECLARE
+  v_n bigint;
+BEGIN
+  INSERT INTO public.profiles (id, callsign)
+  SELECT u.id, nullif(btrim(regexp_replace(left(coalesce(u.raw_user_meta_data ->> 'callsign', ''), 64),
+                                           '[[:cntrl:]]+', ' ', 'g')), '')
+  FROM auth.users u
+  WHERE NOT EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = u.id)
+    AND NOT coalesce((to_jsonb(u) ->> 'is_anonymous')::boolean, false)
+  ON CONFLICT (id) DO NOTHING;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  IF to_regclass('nexus_adopt.conversions') IS NOT NULL THEN
+    INSERT INTO nexus_adopt.conversions (step, rows, detail)
+    VALUES ('profiles: auth users without one get a vagrant profile', v_n, 'anonymous sign-ins excepted')
+    ON CONFLICT (step) DO NOTHING;
+  END IF;
+END
+$$;

@@ -1,0 +1,256 @@
+"""The cutover as an operator runs it (issue 18): `nexus db adopt --plan`,
+`nexus db adopt`, and the real Supabase CLI (pinned in package.json, installed
+by `make supabase-cli` into node_modules/) pushing our chain to an empty and,
+after the history repair, to a predecessor-shaped database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from nexus.dbtools import catalog, main, scratch
+from nexus.dbtools.verify import report
+from nexus.migrate import MIGRATIONS_DIR, ROOT, apply_shim, discover, migrate
+from tests import predecessor
+
+SUPABASE = ROOT / "node_modules" / ".bin" / "supabase"
+
+
+@pytest.fixture(scope="session")
+def supabase_cli() -> Path:
+    if not SUPABASE.exists():
+        r = subprocess.run(["make", "-C", str(ROOT), "supabase-cli"], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0 or not SUPABASE.exists():
+            why = f"the Supabase CLI could not be installed (make supabase-cli): {r.stderr.strip()[-400:]}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(why)  # CI must prove the cutover with the real CLI, not skip it
+            pytest.skip(why)
+    return SUPABASE
+
+
+def cli(binary: Path, *args: str, workdir: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SUPABASE_TELEMETRY_DISABLED="1", DO_NOT_TRACK="1")
+    return subprocess.run([str(binary), *args, "--workdir", str(workdir)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def _cli_url(url: str) -> str:
+    return url + "?sslmode=disable"
+
+
+@pytest.fixture(scope="module")
+def reference(pg):
+    name = f"cutover_ref_{uuid.uuid4().hex[:8]}"
+    url = pg.create_database(name)
+    scratch.replay(url)
+    yield url
+    pg.drop_database(name)
+
+
+@pytest.fixture
+def db(pg):
+    name = f"cutover_{uuid.uuid4().hex[:10]}"
+    url = pg.create_database(name)
+    yield url
+    pg.drop_database(name)
+
+
+def _versions(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [v for (v,) in conn.execute("SELECT version FROM supabase_migrations.schema_migrations ORDER BY version")]
+
+
+def _partial(tmp_path: Path, count: int) -> Path:
+    """A project folder whose migrations are the first `count` of ours."""
+    work = tmp_path / "project"
+    (work / "supabase" / "migrations").mkdir(parents=True)
+    shutil.copy(ROOT / "supabase" / "config.toml", work / "supabase" / "config.toml")
+    for f in sorted(MIGRATIONS_DIR.glob("*.sql"))[:count]:
+        shutil.copy(f, work / "supabase" / "migrations" / f.name)
+    return work
+
+
+def _listed(out: str) -> list[tuple[str, str]]:
+    rows = []
+    for line in out.splitlines():
+        cells = [c.strip().strip("`") for c in line.split("|")]
+        if len(cells) == 3 and (cells[0][:1].isdigit() or cells[1][:1].isdigit()):
+            rows.append((cells[0], cells[1]))
+    return rows
+
+
+def _state(url: str) -> tuple[str, list]:
+    with psycopg.connect(url) as conn:
+        snap = catalog.dump(catalog.snapshot(conn))
+        counts = conn.execute("SELECT (SELECT count(*) FROM public.profiles), (SELECT count(*) FROM public.voice_nets), "
+                              "(SELECT count(*) FROM supabase_migrations.schema_migrations), "
+                              "to_regnamespace('nexus_adopt') IS NULL").fetchall()
+    return snap, counts
+
+
+# -- nexus db adopt ------------------------------------------------------------------
+
+def test_plan_prints_everything_and_changes_nothing(db, capsys):
+    predecessor.build(db)
+    before = _state(db)
+    code = main(["adopt", "--plan", "--url", db])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert _state(db) == before
+    assert "history rows to repair (marked reverted, kept in nexus_adopt.reverted_history): 14" in out
+    assert "20250106000001  fix_rank_persistence" in out
+    assert "20251208000000_adopt_predecessor_set_aside.sql" in out
+    assert "voice_net_bridges: self-bridge removed" in out and "voice_presence: open rows closed" in out
+    assert "rows closed, cancelled, cleared or left behind" in out
+    assert "ranks above scout that members may have set themselves (4)" in out
+    assert "table public.squads" in out and "WARN   foreign  public.player_status" in out
+    assert "plan: nothing was changed" in out
+
+
+def test_adopt_refuses_without_a_snapshot_and_changes_nothing(db, capsys):
+    predecessor.build(db)
+    before = _state(db)
+    code = main(["adopt", "--url", db])
+    out = capsys.readouterr()
+    assert code == 2 and "--snapshot" in out.err
+    assert _state(db) == before
+
+
+def test_adopt_takes_its_snapshot_then_repairs_migrates_and_verifies(db, tmp_path, capsys, supabase_cli):
+    old = predecessor.build(db)
+    dump = tmp_path / "before-adoption.dump"
+    code = main(["adopt", "--url", db, "--snapshot", str(dump)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert dump.stat().st_size > 0 and f"snapshot: {dump}" in out
+    assert "history: 14 predecessor version(s) marked reverted" in out
+    assert "verify: the database matches the migrations" in out
+    assert _versions(db) == [m.version for m in discover()]
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT rank FROM public.profiles WHERE id = %s", (old["old_member"],)).fetchone() == (
+            "vagrant",)
+        assert conn.execute("SELECT count(*) FROM nexus_adopt.reverted_history").fetchone() == (14,)
+    # The CLI agrees: every local version is applied remotely, and nothing else.
+    r = cli(supabase_cli, "migration", "list", "--db-url", _cli_url(db))
+    assert r.returncode == 0, r.stderr
+    listed = _listed(r.stdout)
+    assert listed and all(local == remote for local, remote in listed), r.stdout
+    assert len(listed) == len(discover())
+    # The snapshot holds the predecessor's rows and history, for the way back.
+    from nexus.pg import bin_dir
+
+    listing = subprocess.run([str(bin_dir() / "pg_restore"), "--list", str(dump)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "TABLE DATA public profiles" in listing and "TABLE DATA supabase_migrations schema_migrations" in listing
+
+
+def test_adopt_stopped_half_way_finishes_when_run_again(db, tmp_path, capsys, reference):
+    predecessor.build(db)
+    work = _partial(tmp_path, 5)
+    assert main(["adopt", "--url", db, "--snapshot-taken", "--dir", str(work / "supabase" / "migrations")]) in (0, 1)
+    capsys.readouterr()
+    code = main(["adopt", "--url", db, "--snapshot-taken"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "history: 0 predecessor version(s)" in out
+    assert report(db, reference_url=reference).differences == []
+
+
+# -- the Supabase CLI, for real ------------------------------------------------------------
+
+def test_cli_pushes_our_chain_to_an_empty_database(db, supabase_cli, reference, capsys):
+    apply_shim(db)
+    r = cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes")
+    assert r.returncode == 0, r.stderr
+    assert _versions(db) == [m.version for m in discover()]
+    assert report(db, reference_url=reference).differences == []
+    # nexus db migrate continues from there: nothing to apply, and it guards the files from now on.
+    assert main(["migrate", "--url", db]) == 0
+    assert "0 migration(s) applied" in capsys.readouterr().out
+    r = cli(supabase_cli, "migration", "list", "--db-url", _cli_url(db))
+    assert r.returncode == 0 and all(a == b for a, b in _listed(r.stdout)), r.stdout
+
+
+def test_cli_pushes_to_a_predecessor_database_after_the_history_repair(db, supabase_cli, reference, capsys, env,
+                                                                       tmp_path):
+    old = predecessor.build(db)
+    refused = cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes")
+    assert refused.returncode != 0
+    assert "20240101" in refused.stdout + refused.stderr  # the remote versions it does not know
+    assert len(_versions(db)) == 14
+
+    assert main(["adopt", "--repair-history-only", "--url", db]) == 0
+    assert "14 predecessor version(s) marked reverted" in capsys.readouterr().out
+    r = cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes")
+    assert r.returncode == 0, r.stderr
+    assert report(db, reference_url=reference).differences == []
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT roles FROM public.profiles WHERE id = %s", (old["brig"],)).fetchone() == (
+            ["brigged"],)
+        assert conn.execute("SELECT count(*) FROM nexus_adopt.reverted_history").fetchone() == (14,)
+    r = cli(supabase_cli, "migration", "list", "--db-url", _cli_url(db))
+    assert r.returncode == 0 and all(a == b for a, b in _listed(r.stdout)), r.stdout
+    contract = _health_contract(env, db, tmp_path)
+    assert (contract["status"], contract.get("fingerprint")) == ("current", "match"), contract
+
+
+def _health_contract(env, url: str, tmp_path: Path) -> dict:
+    """The health endpoint's contract part for the database at `url`, as the service role sees it."""
+    from tests.conftest import _reset_process_state
+    from tests.support import Client
+
+    from nexus.dbtools import fingerprint
+
+    key = "sb_secret_test-service-role-key-0123456789"
+    shipped = fingerprint.write(fingerprint.from_replay(), tmp_path / "fingerprint.json")
+    env.setenv("CONTRACT_FINGERPRINT_FILE", str(shipped))
+    env.setenv("DATABASE_URL", url)
+    env.setenv("SUPABASE_SERVICE_ROLE_KEY", key)
+    _reset_process_state()
+    from functions.health import app as module
+
+    reply = Client(module.app).request("GET", headers={"authorization": f"Bearer {key}"})
+    assert reply.status in (200, 503), reply
+    return reply.json["contract"]
+
+
+def test_nexus_migrate_continues_what_the_cli_started(db, supabase_cli, tmp_path, reference):
+    apply_shim(db)
+    work = _partial(tmp_path, 8)
+    assert cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes", workdir=work).returncode == 0
+    assert len(_versions(db)) == 8
+    assert len(migrate(db, log=lambda *_: None)) == len(discover()) - 8
+    assert report(db, reference_url=reference).differences == []
+
+
+def test_the_cli_continues_what_nexus_migrate_started(db, supabase_cli, tmp_path, reference):
+    apply_shim(db)
+    work = _partial(tmp_path, 8)
+    migrate(db, work / "supabase" / "migrations", log=lambda *_: None)
+    r = cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes")
+    assert r.returncode == 0, r.stderr
+    assert _versions(db) == [m.version for m in discover()]
+    assert report(db, reference_url=reference).differences == []
+
+
+def test_plan_on_a_database_of_our_own_older_build_says_it_would_fail(db, tmp_path, capsys):
+    # Built by the chain as it was before the adoption step was put first.
+    older = tmp_path / "older"
+    shutil.copytree(MIGRATIONS_DIR, older)
+    (older / "20251208000000_adopt_predecessor_set_aside.sql").unlink()
+    apply_shim(db)
+    migrate(db, older, log=lambda *_: None)
+    before = _versions(db)
+    code = main(["adopt", "--plan", "--url", db])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "20251208000000_adopt_predecessor_set_aside.sql would fail" in out.err
+    assert "earlier build of this project's own schema" in out.err and "nothing was changed" in out.err
+    assert _versions(db) == before
