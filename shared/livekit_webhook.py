@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 from typing import Any
 
 import jwt
@@ -152,7 +153,8 @@ class WebhookEvent(BaseModel):
 
 
 def parse_event(body: bytes) -> tuple[WebhookEvent, str]:
-    """The validated event and the body as text (stored verbatim), else MalformedEvent."""
+    """The validated event and the body as text to store (verbatim but for the room's
+    `turnPassword`), else MalformedEvent."""
     try:
         payload, text = decode_json(body)
     except BodyNotJson as e:
@@ -160,9 +162,16 @@ def parse_event(body: bytes) -> tuple[WebhookEvent, str]:
     if not isinstance(payload, dict):
         raise MalformedEvent("The body must be a JSON object.")
     try:
-        return WebhookEvent.model_validate(payload), text
+        event = WebhookEvent.model_validate(payload)
     except ValidationError as e:
         raise MalformedEvent("The webhook event is malformed.", field_errors(e)) from None
+    room = payload.get("room")
+    if isinstance(room, dict) and "turnPassword" in room:
+        # The server puts the room's TURN credential in every room object; we
+        # need none of it, and a stored secret is one more thing to guard.
+        room.pop("turnPassword")
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return event, text
 
 
 def event_id(event: WebhookEvent, claims: dict[str, Any]) -> str:

@@ -76,6 +76,21 @@ def test_event_signed_by_livekit_api_is_stored_and_applied(hook, sql, room):
     assert row["joined_at"] == ts(int((NOW - 30) * 1000) / 1000)
 
 
+def test_the_rooms_turn_password_is_not_stored(hook, sql, room):
+    # Given a join as the real server sends it: its room object carries the room's TURN password
+    user = str(uuid.uuid4())
+    event = joined(room, user, "PA_t1", NOW - 20)
+    event["room"]["turnPassword"] = "s3cr3t-turn-credential"
+    # When it is delivered
+    reply = deliver(hook, event)
+    # Then it is applied, and the stored event keeps everything but the password
+    assert reply.status == 200 and reply.json["status"] == "applied", reply
+    stored = sql.one("SELECT payload FROM nexus_private.livekit_webhook_jobs WHERE event_id = %s", (event["id"],))
+    assert "turnPassword" not in stored["room"] and stored["room"]["name"] == room
+    assert stored["participant"]["sid"] == "PA_t1"
+    assert "s3cr3t-turn-credential" not in json.dumps(stored)
+
+
 def test_bearer_prefix_is_accepted_too(hook, sql, room):
     event = joined(room, "u1", "PA_b1", NOW)
     body, headers = ev.signed(event)
