@@ -22,6 +22,8 @@ CREATE TABLE public.admin_audit (
   CHECK ((actor = 'member') = (actor_id IS NOT NULL)),
   CHECK (actor = 'member' OR actor_label IS NOT NULL)
 );
+COMMENT ON TABLE public.admin_audit IS
+  'Append-only: every admin change (who, whom, before, after, why); nexus db smoke checks nobody may update or delete';
 CREATE INDEX admin_audit_member_idx ON public.admin_audit (member_id, id) WHERE member_id IS NOT NULL;
 CREATE INDEX admin_audit_at_idx ON public.admin_audit (at);
 

@@ -21,7 +21,7 @@ $$;
 -- thresholds, a sim pod only for its cadet and guide while live, nothing for a
 -- brigged member, a member without a profile, or a room that is neither.
 CREATE OR REPLACE FUNCTION public.voice_rights(p_user_id uuid, p_room text) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = '' AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = '' AS $$
 DECLARE
   v_rank text;
   v_roles text[];
