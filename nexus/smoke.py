@@ -14,6 +14,9 @@ Checks, each printed as PASS / FAIL / SKIP with what was seen:
   6.4 bridging   a founder links two nets, the token for one carries the other, then unlinks
   4.2 webhook    a LiveKit-signed participant_joined / participant_left pair is applied
                  (and read back from voice_presence with a database URL); unsigned is 401
+  member-admin   refusals answer and write nothing: a scout may not change members, a
+                 founder not themselves; on a local stack the founder also gives the
+                 vagrant a role and takes it back (two audit rows)
 
 Who the checks act as. Against `make dev` (a loopback URL) the demo members of
 nexus/seed.py sign in with tokens made from `.data/dev.env`, which also gives
@@ -54,13 +57,13 @@ from urllib.parse import urlsplit
 RANKS = ("vagrant", "scout", "voyager", "founder", "pioneer")
 WHO = (*RANKS, "guide", "medic")
 FUNCTIONS = ("livekit-token", "livekit-webhook", "net-bridge", "academy-request", "academy-accept",
-             "notifications-subscribe", "handle-rescue-request", "health")
+             "notifications-subscribe", "handle-rescue-request", "health", "member-admin")
 # template.yaml's Outputs, as `sam list stack-outputs` or `aws cloudformation describe-stacks` print them.
 OUTPUTS = {
     "LiveKitTokenUrl": "livekit-token", "LiveKitWebhookUrl": "livekit-webhook", "NetBridgeUrl": "net-bridge",
     "AcademyRequestUrl": "academy-request", "AcademyAcceptUrl": "academy-accept",
     "NotificationsSubscribeUrl": "notifications-subscribe", "RescueRequestUrl": "handle-rescue-request",
-    "HealthUrl": "health",
+    "HealthUrl": "health", "MemberAdminUrl": "member-admin",
 }
 TIMEOUT = 15.0
 
@@ -421,6 +424,32 @@ def check_webhook(stack: Stack) -> str:
     return detail
 
 
+def _subject(token: str) -> str:
+    """The `sub` of a member token (read, not verified: the endpoint verifies it)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+
+
+def check_member_admin(stack: Stack) -> str:
+    founder, scout, vagrant = (token_for(stack, who) for who in ("founder", "scout", "vagrant"))
+    target = _subject(vagrant)
+    status, _, body = call(stack, "member-admin", token=scout,
+                           body={"userId": target, "addRoles": ["Smoke"], "reason": "nexus smoke"})
+    expect(status == 403 and body.get("error") == "INSUFFICIENT_CLEARANCE", f"a scout's change: {status}: {body}")
+    status, _, body = call(stack, "member-admin", token=founder,
+                           body={"userId": _subject(founder), "rank": "vagrant", "reason": "nexus smoke"})
+    expect(status == 403 and body.get("error") == "FORBIDDEN", f"a founder changing themselves: {status}: {body}")
+    detail = "a scout's change and a founder's change to themselves refused"
+    if not stack.local:
+        return detail + " (no change made on a deployed stack)"
+    for change in ({"addRoles": ["Smoke"]}, {"removeRoles": ["smoke"]}):
+        status, _, body = call(stack, "member-admin", token=founder,
+                               body={"userId": target, "reason": "nexus smoke", **change})
+        expect(status == 200 and "Smoke" not in body.get("roles", []) if "removeRoles" in change
+               else status == 200 and "Smoke" in body.get("roles", []), f"{change}: {status}: {body}")
+    return detail + "; the founder gave the vagrant a role and took it back"
+
+
 # -- running ----------------------------------------------------------------------------------
 
 def run(stack: Stack, *, flare: bool, out: Callable[[str], None] = print) -> list[Result]:
@@ -432,6 +461,7 @@ def run(stack: Stack, *, flare: bool, out: Callable[[str], None] = print) -> lis
         ("6.3 push", lambda s: check_push(s, flare)),
         ("6.4 bridging", check_bridging),
         ("4.2 webhook presence", check_webhook),
+        ("member-admin", check_member_admin),
     ]
     results: list[Result] = []
     for name, check in checks:
