@@ -21,9 +21,14 @@ MARK = "NEXUS_IN_NETNS"
 
 
 def in_loopback_netns() -> bool:
-    """True inside a namespace whose only network interface is loopback."""
+    """True inside a namespace whose only network interface is loopback.
+
+    Asks the kernel for this process's namespace (if_nameindex); /sys/class/net would show the
+    host's interfaces, since `unshare --net` does not remount /sys."""
+    import socket
+
     try:
-        return set(os.listdir("/sys/class/net")) == {"lo"}
+        return {name for _, name in socket.if_nameindex()} == {"lo"}
     except OSError:
         return False
 

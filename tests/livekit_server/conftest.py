@@ -30,7 +30,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 REPORT_ENV = "NEXUS_NETNS_REPORT"
 INNER_TIMEOUT_SECONDS = 900
-IN_NETNS = os.environ.get(netns.MARK) == "1" and netns.in_loopback_netns()
+IN_NETNS = netns.in_loopback_netns()
+if os.environ.get(netns.MARK) == "1" and not IN_NETNS:
+    raise RuntimeError("NEXUS_IN_NETNS is set but this process sees more than loopback")
 
 
 def _in_ci() -> bool:
@@ -53,6 +55,7 @@ class _Run:
     def ensure(self) -> None:
         if self.outcomes is not None or self.unavailable or self.failure:
             return
+        self.outcomes = {}  # never twice, even if this run is interrupted
         self.unavailable = _unavailable_reason()
         if self.unavailable:
             return
