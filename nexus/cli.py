@@ -65,12 +65,19 @@ def cmd_dev(args: argparse.Namespace) -> int:
     # so the embedded PostgreSQL is stopped by the `finally` below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    env = devenv.dev_environment(pg_port=args.pg_port, gateway_port=args.port)
+    livekit_port = args.livekit_port
+    if livekit_port == 0:
+        from nexus.livekit_server import free_port
+
+        livekit_port = free_port()
+    env = devenv.dev_environment(pg_port=args.pg_port, gateway_port=args.port, livekit_port=livekit_port)
     server = EmbeddedPostgres(devenv.DATA_DIR / "pg", port=args.pg_port)
     print(f"starting PostgreSQL on 127.0.0.1:{args.pg_port} (data in {server.data_dir})", flush=True)
     server.start()
     stop = threading.Event()
+    livekit = None
     try:
+        livekit = _start_livekit(args, env, livekit_port)
         migrate.prepare_local(server.url)
         seed.seed(server.url)
         path = devenv.write_dev_env(env)
@@ -92,8 +99,41 @@ def cmd_dev(args: argparse.Namespace) -> int:
         uvicorn.run(gateway, host="127.0.0.1", port=args.port, log_level="info", lifespan="off")
     finally:
         stop.set()
+        if livekit is not None:
+            livekit.stop()
         server.stop()
     return 0
+
+
+def _start_livekit(args: argparse.Namespace, env: dict[str, str], port: int):
+    """livekit-server on 127.0.0.1:`port` with the dev key pair, its webhooks to the local
+    livekit-webhook; None (after one line saying why) when it is not started here."""
+    from nexus import devenv, livekit_server
+
+    if devenv.external_livekit():
+        print(f"LiveKit: using {env['LIVEKIT_URL']} from LIVEKIT_URL (no local server started)", flush=True)
+        return None
+    if not args.livekit:
+        print("LiveKit: not started (--no-livekit)", flush=True)
+        return None
+    try:
+        binary = livekit_server.ensure_binary()
+    except livekit_server.ServerUnavailable as e:
+        print(f"LiveKit: not started: {e}", flush=True)
+        return None
+    rtc_ports = {} if port != devenv.LIVEKIT_PORT else {"rtc_tcp_port": port + 1, "rtc_udp_port": port + 2}
+    server = livekit_server.LiveKitServer(
+        env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"], port=port, binary=binary,
+        webhook_urls=[f"{env['FUNCTIONS_URL']}/livekit-webhook"], log_path=devenv.DATA_DIR / "livekit.log",
+        **rtc_ports)
+    try:
+        server.start()
+    except livekit_server.ServerUnavailable as e:
+        print(f"LiveKit: not started: {e}", flush=True)
+        return None
+    print(f"LiveKit: livekit-server {livekit_server.LIVEKIT_SERVER_VERSION} at {server.url} "
+          f"(log {server.log_path}; webhooks to livekit-webhook)", flush=True)
+    return server
 
 
 def cmd_db(argv: list[str]) -> int:
@@ -131,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     p_dev = sub.add_parser("dev", help="run the local stack")
     p_dev.add_argument("--port", type=int, default=int(os.environ.get("NEXUS_GATEWAY_PORT", 8787)))
     p_dev.add_argument("--pg-port", type=int, default=int(os.environ.get("NEXUS_PG_PORT", 54329)))
+    p_dev.add_argument("--livekit-port", type=int, default=int(os.environ.get("NEXUS_LIVEKIT_PORT", 7880)),
+                       help="livekit-server's port (0: free ports for it and its ICE ports)")
+    p_dev.add_argument("--livekit", action=argparse.BooleanOptionalAction, default=True,
+                       help="start the local livekit-server (built once with Go; see README)")
     p_dev.set_defaults(func=cmd_dev)
     p_tok = sub.add_parser("token", help="print a demo member's access token")
     who = p_tok.add_mutually_exclusive_group(required=True)

@@ -24,6 +24,7 @@ DEV_ENV = DATA_DIR / "dev.env"
 SECRETS = DATA_DIR / "dev-secrets.json"
 GATEWAY_PORT = 8787
 PG_PORT = 54329
+LIVEKIT_PORT = 7880  # and 7881 (ICE over TCP), 7882 (ICE over UDP), as LiveKit's own defaults
 DEMO_NAMESPACE = uuid.UUID("5b1c8f3e-6a7d-4f3e-9d1a-2c4b6e8f0a11")
 DEMO_RANKS = ("vagrant", "scout", "voyager", "founder", "pioneer")
 
@@ -73,7 +74,15 @@ def service_role_key(jwt_secret: str, issuer: str) -> str:
                       jwt_secret, algorithm="HS256")
 
 
-def dev_environment(pg_port: int = PG_PORT, gateway_port: int = GATEWAY_PORT) -> dict[str, str]:
+def external_livekit() -> dict[str, str] | None:
+    """LIVEKIT_URL (with its key pair) from the environment: a LiveKit Cloud project instead of the local server."""
+    if not os.environ.get("LIVEKIT_URL"):
+        return None
+    return {k: os.environ[k] for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET") if os.environ.get(k)}
+
+
+def dev_environment(pg_port: int = PG_PORT, gateway_port: int = GATEWAY_PORT,
+                    livekit_port: int = LIVEKIT_PORT) -> dict[str, str]:
     s = dev_secrets()
     supabase_url = f"http://127.0.0.1:{gateway_port}"
     env = {
@@ -83,7 +92,7 @@ def dev_environment(pg_port: int = PG_PORT, gateway_port: int = GATEWAY_PORT) ->
         "SUPABASE_URL": supabase_url,
         "SUPABASE_JWKS_URL": "off",
         "SUPABASE_JWT_SECRET": s["SUPABASE_JWT_SECRET"],
-        "LIVEKIT_URL": "ws://127.0.0.1:7880",
+        "LIVEKIT_URL": f"ws://127.0.0.1:{livekit_port}",
         "LIVEKIT_API_KEY": s["LIVEKIT_API_KEY"],
         "LIVEKIT_API_SECRET": s["LIVEKIT_API_SECRET"],
         "NEXT_PUBLIC_VAPID_PUBLIC_KEY": s["NEXT_PUBLIC_VAPID_PUBLIC_KEY"],
@@ -91,6 +100,7 @@ def dev_environment(pg_port: int = PG_PORT, gateway_port: int = GATEWAY_PORT) ->
         "VAPID_SUBJECT": "mailto:dev@nomadnexus.local",
         "CORS_ALLOW_ORIGINS": "*",
     }
+    env.update(external_livekit() or {})
     env["SUPABASE_SERVICE_ROLE_KEY"] = service_role_key(s["SUPABASE_JWT_SECRET"], f"{supabase_url}/auth/v1")
     return env
 

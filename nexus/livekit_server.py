@@ -51,6 +51,10 @@ def binary_path(version: str = LIVEKIT_SERVER_VERSION) -> Path:
 
 
 def find_go() -> str | None:
+    """The `go` to build with: $NEXUS_GO if set ("none": act as if there were no Go), else PATH."""
+    chosen = os.environ.get("NEXUS_GO")
+    if chosen:
+        return None if chosen == "none" else chosen
     found = shutil.which("go")
     if found:
         return found

@@ -2,9 +2,12 @@
 
 WebRTC offers every address of the machine as an ICE candidate. Real-client tests and
 benchmarks therefore run the LiveKit server, the functions, PostgreSQL and the clients in a
-namespace made with `unshare --net` whose only interface is `lo` (brought up with `ip`), so
-nothing is ever addressed to anything but 127.0.0.1. Root uses `unshare --net`; anyone else
-`unshare --map-root-user --net` (needs unprivileged user namespaces).
+namespace made with `unshare --net` that has only loopback addresses: `lo` (127.0.0.1) and,
+because libwebrtc never gathers candidates on an interface of the loopback type, a veth pair
+whose first end carries 127.0.0.2/32 (its peer has no address and the pair leads nowhere out
+of the namespace). Every packet is addressed to 127.0.0.1 or 127.0.0.2 (docs/decisions.md).
+Root uses `unshare --net`; anyone else `unshare --map-root-user --net` (needs unprivileged
+user namespaces).
 
     python -m nexus.netns -- CMD ARGS...    # run CMD in such a namespace
 """
@@ -18,19 +21,34 @@ import sys
 from pathlib import Path
 
 MARK = "NEXUS_IN_NETNS"
+# The veth pair: libwebrtc (the `livekit` client) takes its own ICE candidate from lkv0.
+CLIENT_ADDRESS = "127.0.0.2"
+INTERFACES = {"lo", "lkv0", "lkv1"}
+SETUP = ("ip link set lo up"
+         " && ip link add lkv0 type veth peer name lkv1"
+         # no IPv6 link-local addresses on the pair either
+         " && { for i in lkv0 lkv1; do echo 1 > /proc/sys/net/ipv6/conf/$i/disable_ipv6; done 2>/dev/null || true; }"
+         f" && ip addr add {CLIENT_ADDRESS}/32 dev lkv0 && ip link set lkv0 up && ip link set lkv1 up")
 
 
 def in_loopback_netns() -> bool:
-    """True inside a namespace whose only network interface is loopback.
+    """True inside a namespace made by `command` (only lo and the loopback-addressed veth pair).
 
     Asks the kernel for this process's namespace (if_nameindex); /sys/class/net would show the
     host's interfaces, since `unshare --net` does not remount /sys."""
     import socket
 
     try:
-        return {name for _, name in socket.if_nameindex()} == {"lo"}
+        names = {name for _, name in socket.if_nameindex()}
     except OSError:
         return False
+    if not ("lo" in names and names <= INTERFACES):
+        return False
+    try:  # and every IPv4 address in it is a loopback one
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return all(line.split()[3].startswith("127.") for line in out.splitlines() if len(line.split()) > 3)
 
 
 def unavailable_reason() -> str | None:
@@ -55,7 +73,7 @@ def unshare_prefix() -> list[str]:
 
 def command(argv: list[str]) -> list[str]:
     """`argv` wrapped so it runs in a fresh loopback-only namespace."""
-    return [*unshare_prefix(), "--", "sh", "-c", 'ip link set lo up && exec "$@"', "netns", *argv]
+    return [*unshare_prefix(), "--", "sh", "-c", SETUP + ' && exec "$@"', "netns", *argv]
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:

@@ -7,7 +7,9 @@
 Checks, each printed as PASS / FAIL / SKIP with what was seen:
   health         founder's GET: database reachable, migrations current
   6.1 tokens     livekit-token per rank: a scout talks, a vagrant only listens
-                 (or is refused), higher ranks get at least a scout's grants; no token is 401
+                 (or is refused), higher ranks get at least a scout's grants; no token is 401;
+                 each token is presented to the LiveKit server it names (/rtc/validate), which
+                 must accept it (noted, not failed, when no server answers)
   6.2 academy    a scout requests the skill, the guide accepts, the scout joins the pod's room
   6.3 push       the medic subscribes a device; a scout's flare reaches it (on a local stack
                  a loopback receiver decrypts it); the device is unsubscribed again
@@ -129,6 +131,30 @@ def call(stack: Stack, function: str, method: str = "POST", body: Any = None, to
     return status, out_headers, parsed
 
 
+def livekit_verdict(server_url: str, token: str) -> int | None:
+    """The LiveKit server's own answer to `token` (GET /rtc/validate: 200 it would admit the join,
+    401 it refuses the token), or None when the server cannot be reached."""
+    from urllib.parse import quote
+
+    url = re.sub(r"^ws(s?)://", r"http\1://", server_url.rstrip("/")) + "/rtc/validate?access_token=" + quote(token)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=TIMEOUT) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _presented(body: dict) -> str:
+    """Present a livekit-token answer's token to its server; a note for the check's detail."""
+    verdict = livekit_verdict(body["serverUrl"], body["token"])
+    if verdict is None:
+        return f"; not presented: no LiveKit server answers at {body['serverUrl']}"
+    expect(verdict == 200, f"the LiveKit server at {body['serverUrl']} refuses the token ({verdict})")
+    return "; the LiveKit server accepts it"
+
+
 def expect(cond: bool, message: str) -> None:
     if not cond:
         raise Fail(message)
@@ -172,7 +198,7 @@ def check_token_for(who: str) -> Callable[[Stack], str]:
                 return f"refused on {stack.room} ({body.get('error')})"
             expect(status == 200, f"{status}: {body}")
             expect(body["grants"]["canPublish"] is False, f"a vagrant may publish: {body['grants']}")
-            return f"listen-only on {stack.room} (canPublish false)"
+            return f"listen-only on {stack.room} (canPublish false)" + _presented(body)
         expect(status == 200, f"{status}: {body}")
         expect(body.get("token") and str(body.get("serverUrl", "")).startswith("ws"), f"no token/serverUrl: {body}")
         if who == "scout":
@@ -182,7 +208,7 @@ def check_token_for(who: str) -> Callable[[Stack], str]:
             if scout_status == 200:
                 fewer = [k for k, v in scout["grants"].items() if v and not body["grants"].get(k)]
                 expect(not fewer, f"{who} gets less than a scout: {fewer}")
-        return f"grants {', '.join(k for k, v in body['grants'].items() if v)}"
+        return f"grants {', '.join(k for k, v in body['grants'].items() if v)}" + _presented(body)
     return check
 
 

@@ -9,7 +9,7 @@ secret). Answers 200 with the parts below, or 503 UNAVAILABLE (same parts in
 - database: reachable, round-trip latency, which transport
 - contract: migration versions applied in the database vs those shipped in
   this package (supabase/migrations/ travels in the Lambda bundle)
-- livekit: an HTTP GET to the server (its wss:// URL as https://)
+- livekit: an HTTP GET to the server (its wss:// URL as https://); when it fails, `reason` says why
 - config: names of missing settings, never a value
 """
 
@@ -69,6 +69,7 @@ class ContractPart(_Part):
 
 
 class LiveKitPart(_Part):
+    reason: SkipJsonSchema[None] | str = None
     httpStatus: SkipJsonSchema[None] | int = None
     latencyMs: SkipJsonSchema[None] | float = None
 
@@ -189,7 +190,9 @@ def _livekit(settings: Settings) -> dict[str, Any]:
         status = e.code  # it answered: reachable, though not with 200
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        return {"ok": False, "error": "timeout" if "timed out" in str(reason) else "unreachable"}
+        why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        return {"ok": False, "error": "timeout" if "timed out" in str(reason) else "unreachable",
+                "reason": f"{url}: {why}"}
     return {"ok": status < 500, "httpStatus": status,
             "latencyMs": round((time.perf_counter() - started) * 1000, 1)}
 

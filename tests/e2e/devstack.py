@@ -28,15 +28,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_dev_stack(data: Path) -> Iterator[dict]:
-    """Yields {origin, base, env, data, dev}; stops the stack (and its PostgreSQL) after."""
+def running_dev_stack(data: Path, *, livekit: bool = False, extra_env: dict[str, str] | None = None) -> Iterator[dict]:
+    """Yields {origin, base, env, data, dev, log, proc}; stops the stack (and its PostgreSQL) after.
+
+    livekit=True also starts livekit-server on free ports (only inside the loopback-only
+    namespace of tests/livekit_server/, where clients may connect to it)."""
     port, pg_port = free_port(), free_port()
     env = {**os.environ, "NEXUS_DATA_DIR": str(data)}
     for key in list(env):
         if key.startswith(("LIVEKIT_", "SUPABASE_", "VAPID_")) or key == "DATABASE_URL":
             env.pop(key)
+    env.update(extra_env or {})
     log = open(data / "dev.log", "wb")
-    proc = subprocess.Popen([*NEXUS, "dev", "--port", str(port), "--pg-port", str(pg_port)],
+    livekit_args = ["--livekit-port", "0"] if livekit else ["--no-livekit"]
+    proc = subprocess.Popen([*NEXUS, "dev", "--port", str(port), "--pg-port", str(pg_port), *livekit_args],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     origin = f"http://127.0.0.1:{port}"
     try:
@@ -53,7 +58,8 @@ def running_dev_stack(data: Path) -> Iterator[dict]:
         else:
             pytest.fail("nexus dev did not come up in 90 s")
         dev_env = dict(line.split("=", 1) for line in (data / "dev.env").read_text().splitlines() if "=" in line)
-        yield {"origin": origin, "base": f"{origin}/functions/v1", "env": env, "data": data, "dev": dev_env}
+        yield {"origin": origin, "base": f"{origin}/functions/v1", "env": env, "data": data, "dev": dev_env,
+               "log": data / "dev.log", "proc": proc}
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -52,3 +52,21 @@ def test_runbook_phase_3_2_and_6_1_curl(dev_stack):
     assert status == 200 and body["grants"]["canPublish"] is False
     status, body = _post(url, "not-a-jwt", {"roomName": "test-room", "participantName": "X"})
     assert status == 401 and body["error"] == "UNAUTHORIZED"
+
+
+# Given a machine without Go and without a built livekit-server, when `make dev` starts, then it
+# still serves, says in one line how to get a server, and health says why LiveKit is unreachable.
+def test_without_go_dev_runs_and_says_how_to_get_livekit(tmp_path):
+    from nexus.livekit_server import HOW_TO_GET
+
+    with running_dev_stack(tmp_path, livekit=True,
+                           extra_env={"NEXUS_GO": "none", "NEXUS_CACHE_DIR": str(tmp_path / "cache")}) as stack:
+        lines = [line for line in stack["log"].read_text().splitlines() if line.startswith("LiveKit:")]
+        assert lines == [f"LiveKit: not started: no Go toolchain found: {HOW_TO_GET}"]
+        req = urllib.request.Request(f"{stack['base']}/health",
+                                     headers={"Authorization": f"Bearer {_token(stack, 'founder')}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            health = json.loads(resp.read())
+        url = stack["dev"]["LIVEKIT_URL"].replace("ws://", "http://")
+        assert health["livekit"] == {"ok": False, "error": "unreachable", "reason": f"{url}/: Connection refused"}
+        assert health["status"] == "degraded"

@@ -145,7 +145,8 @@ def test_livekit_down_is_reported_not_fatal(health, env, sql):
     config.get_settings.cache_clear()
     reply = get(health, SERVICE_KEY)
     assert reply.status == 200
-    assert reply.json["livekit"] == {"ok": False, "error": "unreachable"}
+    assert reply.json["livekit"] == {"ok": False, "error": "unreachable",
+                                     "reason": f"http://127.0.0.1:{closed_port}/: Connection refused"}
     assert reply.json["status"] == "degraded"
 
 

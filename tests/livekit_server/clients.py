@@ -92,6 +92,8 @@ class Participant:
         return await self._publish(track, r.TrackSource.SOURCE_SCREENSHARE, video_source=source)
 
     async def _publish(self, track, source, video_source=None, timeout: float = 15.0):
+        from livekit.rtc.participant import PublishTrackError
+
         r = rtc()
         if video_source is not None:
             self._pumps.append(asyncio.create_task(_pump_video(video_source)))
@@ -99,16 +101,17 @@ class Participant:
         options.source = source
         try:
             return await asyncio.wait_for(self.room.local_participant.publish_track(track, options), timeout)
-        except r.PublishTrackError as e:
+        except PublishTrackError as e:
             raise Refused(str(e)) from e
         except asyncio.TimeoutError as e:
             raise Refused(f"no answer to the publish in {timeout:.0f} s") from e
 
     async def send_data(self, payload: bytes, topic: str = "test") -> None:
-        r = rtc()
+        from livekit.rtc.participant import PublishDataError
+
         try:
             await self.room.local_participant.publish_data(payload, reliable=True, topic=topic)
-        except r.PublishDataError as e:
+        except PublishDataError as e:
             raise Refused(str(e)) from e
 
     # -- receiving ----------------------------------------------------------------------------
