@@ -230,3 +230,48 @@ def test_plain_sql_change_waits_while_livekit_is_stopped_then_applies(sql, livek
             await asyncio.wait_for(s.disconnected.wait(), 15)
 
     lk_call(scenario(), timeout=90)
+
+
+# Given a promotion and then a demotion whose jobs are applied late and in either order, the
+# server ends with the demoted rights: each job brings LiveKit to the rights *now*.
+# (two tests rather than parametrize: the namespace stand-ins do not carry parameters)
+def test_promote_then_demote_applied_in_order_ends_demoted(sql, livekit, lk_call):
+    _promote_then_demote(sql, livekit, lk_call, "promote job first")
+
+
+def test_promote_then_demote_applied_out_of_order_ends_demoted(sql, livekit, lk_call):
+    _promote_then_demote(sql, livekit, lk_call, "demote job first")
+
+
+def _promote_then_demote(sql, livekit, lk_call, order: str) -> None:
+    from collections import Counter
+
+    from shared import db
+    from shared.livekit_access import AccessSync
+    from shared.livekit_rooms import RoomServiceClient
+
+    net = sql.net("vagrant", "vagrant", "scout")
+    vagrant = sql.member("vagrant")
+    token = token_for(vagrant, net)
+    rooms = RoomServiceClient(livekit.url, support.LIVEKIT_KEY, support.LIVEKIT_SECRET)
+
+    def claim(worker: str) -> dict:
+        jobs = db.call("livekit_access_jobs_claim", p_worker=worker, p_limit=10, p_lease_seconds=60,
+                       p_job_ids=None)["jobs"]
+        return next(j for j in jobs if j["userId"] == vagrant.id)
+
+    async def scenario():
+        async with joined(livekit.url, token):
+            await until(lambda: present(sql, net, vagrant), what="the vagrant's presence")
+            sql.execute("DELETE FROM nexus_private.livekit_access_jobs WHERE user_id = %s", (vagrant.id,))
+            sql.execute("UPDATE public.profiles SET rank = 'scout' WHERE id = %s", (vagrant.id,))
+            promote = await asyncio.to_thread(claim, "w-promote")   # taken, then stalled
+            sql.execute("UPDATE public.profiles SET rank = 'vagrant' WHERE id = %s", (vagrant.id,))
+            demote = await asyncio.to_thread(claim, "w-demote")
+            for job in ([promote, demote] if order == "promote job first" else [demote, promote]):
+                await asyncio.to_thread(AccessSync(rooms)._apply, job, time.monotonic() + 10, Counter())
+            info = (await listed(livekit, net))[vagrant.id]
+            assert (info.permission.can_publish, info.permission.can_subscribe, rank_of(info)) == \
+                (False, True, "vagrant")
+
+    lk_call(scenario(), timeout=90)
