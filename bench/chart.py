@@ -112,4 +112,10 @@ def headline(data: dict[str, Any]) -> str:
     if "scale" in data:
         for measure, ratio in data["scale"]["ratio"].items():
             lines.append(f"| {measure}: 100k rows / 1k rows | {ratio:.2f}x |")
+    if "admin" in data:
+        e, s = data["admin"]["endpoint"]["total"], data["admin"]["schedule_run"]
+        lines.append(f"| rank change to visible in LiveKit, member-admin (p50 / p99) | {e['p50'] * 1000:.0f} / "
+                     f"{e['p99'] * 1000:.0f} ms |")
+        lines.append(f"| rank change to visible in LiveKit, schedule (interval + p99 of a run) | "
+                     f"{data['admin']['interval']} s + {s['p99'] * 1000:.0f} ms |")
     return "\n".join(lines) + "\n"
