@@ -2,9 +2,10 @@
 
   nexus dev                 run the local stack (what `make dev` does)
   nexus token --rank scout  print an access token for that demo member
-  nexus db <command>        migrate | verify | smoke | lint (see README)
+  nexus db <command>        migrate | verify | smoke | lint (see docs/schema-contract.md)
   nexus smoke --base-url U  the runbook's phase 6 checks against a running stack
   nexus admin <command>     member | net | skill | certify, audited (see nexus/admin.py)
+  nexus webhook test --url U  runbook 4.2: a LiveKit-signed join and leave, and the answers
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         livekit = _start_livekit(args, env, livekit_port)
         migrate.prepare_local(server.url)
+        # health's drift check compares with this: the freshly migrated database's fingerprint
+        # (taken before the seed, which adds rows only).
+        from nexus.dbtools import fingerprint
+
+        env["CONTRACT_FINGERPRINT_FILE"] = str(fingerprint.write(
+            fingerprint.compute(server.url), devenv.DATA_DIR / fingerprint.FILE_NAME))
         seed.seed(server.url)
         path = devenv.write_dev_env(env)
         os.environ.update(env)
@@ -166,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         from nexus import smoke
 
         return smoke.main(argv[1:])
+    if argv[:1] == ["webhook"]:
+        from nexus import webhook_test
+
+        return webhook_test.main(argv[1:])
     parser = argparse.ArgumentParser(prog="nexus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_dev = sub.add_parser("dev", help="run the local stack")
@@ -185,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("db", help="migrate | verify | smoke | lint")
     sub.add_parser("admin", help="operator changes: member | net | skill | certify (audited)")
     sub.add_parser("smoke", help="the runbook's phase 6 checks against a running stack (see nexus/smoke.py)")
+    sub.add_parser("webhook", help="webhook test --url U: a signed join and leave (see nexus/webhook_test.py)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,8 +1,13 @@
 """The OpenAPI 3.1 document of every HTTP function, generated from their pydantic models.
 
 Request and response bodies come from the models in the function modules
-(`functions/*/`), errors from the shared envelope (shared/errors.py), so the
-document cannot drift from the code: `openapi.json` at the repository root is
+(`functions/*/`), errors from the shared envelope (shared/errors.py), string
+rules from the rules the server checks (shared/text_rules.py, and the
+STORABLE rule on every string and key of every request body), so the
+document cannot drift from the code; rules JSON Schema cannot state are
+written in the operation's description and listed in `x-unstated-rules`
+(field -> rule), which the schemathesis test treats as the only expected
+400s for schema-valid bodies: `openapi.json` at the repository root is
 this module's output (`make openapi` rewrites it, a test compares them) and
 `make dev` serves it at /openapi.json.
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema, models_json_schema
 
 from shared.errors import STATUS_BY_CODE
+from shared.text_rules import STORABLE, add_pattern
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "openapi.json"
@@ -81,6 +88,8 @@ class Operation:
     request_content_type: str = "application/json"
     description: str = ""
     extra_success: dict[int, str] = field(default_factory=dict)  # status -> description
+    # Rules the server enforces that JSON Schema cannot state: details.fields key -> the rule.
+    unstated_rules: dict[str, str] = field(default_factory=dict)
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -97,7 +106,8 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: "functions.net_bridge.app:BridgeRow", 201: "functions.net_bridge.app:BridgeRow"},
               "functions.net_bridge.app:BridgeRequest", errors=(*MEMBER_ERRORS, 404),
               extra_success={200: "An existing bridge (link) or the removed one (unlink).",
-                             201: "A new bridge."}),
+                             201: "A new bridge."},
+              unstated_rules={"targetNetId": "must differ from sourceNetId (a net cannot be bridged to itself)."}),
     Operation("academy-request", "POST", "Ask for a guide in a skill",
               {201: "functions.academy.request:AcademyRequestCreated"}, "functions.academy.request:AcademyRequest",
               errors=(*MEMBER_ERRORS, 404, 409)),
@@ -107,7 +117,15 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("notifications-subscribe", "POST", "Store the caller's browser push subscription",
               {200: "functions.notifications.subscribe:Subscribed"}, "functions.notifications.subscribe:SubscribeBody",
               description="`{endpoint, auth, p256dh}`, or a browser PushSubscription JSON "
-                          "`{endpoint, expirationTime, keys: {p256dh, auth}}`."),
+                          "`{endpoint, expirationTime, keys: {p256dh, auth}}`.",
+              unstated_rules={
+                  "endpoint": "an https:// URL of a public push service: its host is a valid public DNS name "
+                              "(not localhost, not *.local, *.internal or another internal suffix, not a single "
+                              "label) or a public IP address (not loopback, private, link-local or reserved, "
+                              "including IPv4 spelled as a number or embedded in IPv6), on port 443 if one is "
+                              "given, without user information or a fragment. In dev mode http:// to a loopback "
+                              "address is accepted too.",
+                  "p256dh": "the key (at the top level or under keys) must be a point on the P-256 curve."}),
     Operation("notifications-subscribe", "DELETE", "Remove one of the caller's push subscriptions",
               {200: "functions.notifications.subscribe:Unsubscribed"},
               "functions.notifications.subscribe:UnsubscribeBody"),
@@ -166,6 +184,12 @@ def document() -> dict[str, Any]:
     wanted = list(dict.fromkeys(wanted))
     refs, top = models_json_schema(wanted, ref_template=REF)
     components = dict(sorted(top.get("$defs", {}).items()))
+    request_models = {refs[(_model(op.request), "validation")]["$ref"].rsplit("/", 1)[-1]
+                      for op in OPERATIONS if op.request}
+    for name in _reachable(components, request_models):
+        _state_storable(components[name])
+    components[STORABLE_JSON] = _storable_json()
+    components = dict(sorted(components.items()))
 
     def ref(path: str, mode: str) -> dict[str, Any]:
         return refs[(_model(path), mode)]
@@ -191,8 +215,15 @@ def document() -> dict[str, Any]:
             "security": [{op.security: []}],
             "responses": responses,
         }
-        if op.description:
-            operation["description"] = op.description
+        description = op.description
+        if op.unstated_rules:
+            description = (description + "\n\n" if description else "") + (
+                "Rules this document cannot state as schema; a body breaking one is refused with 400 "
+                "BAD_REQUEST whose `details.fields` names the field:\n"
+                + "\n".join(f"- `{name}`: {rule}" for name, rule in op.unstated_rules.items()))
+            operation["x-unstated-rules"] = dict(op.unstated_rules)
+        if description:
+            operation["description"] = description
         if op.request:
             operation["requestBody"] = {"required": True,
                                         "content": {op.request_content_type: {"schema": ref(op.request, "validation")}}}
@@ -211,6 +242,63 @@ def document() -> dict[str, Any]:
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
     }
+
+
+STORABLE_JSON = "StorableJson"
+
+
+def _storable_json() -> dict[str, Any]:
+    ref = {"$ref": REF.format(model=STORABLE_JSON)}
+    return {
+        "description": "Any JSON value whose strings and object keys hold no NUL character and no unpaired "
+                       "surrogate: the server refuses a body with one anywhere (PostgreSQL cannot store it), "
+                       "even in a field it otherwise ignores.",
+        "anyOf": [{"type": "string", "pattern": STORABLE.pattern},
+                  {"type": ["number", "boolean", "null"]},
+                  {"type": "array", "items": ref},
+                  {"type": "object", "propertyNames": {"pattern": STORABLE.pattern}, "additionalProperties": ref}],
+    }
+
+
+def _reachable(components: dict[str, Any], roots: set[str]) -> list[str]:
+    """Component names reachable from `roots` through $ref."""
+    seen: list[str] = []
+    todo = sorted(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in components:
+            continue
+        seen.append(name)
+        text = json.dumps(components[name])
+        todo += [r.rsplit("/", 1)[-1] for r in _REFS.findall(text)]
+    return sorted(seen)
+
+
+def _state_storable(model: dict[str, Any]) -> None:
+    """STORABLE on every string of a request model, and on keys and values it does not name."""
+    if model.get("type") == "object" and model.get("additionalProperties") is not False:
+        model["propertyNames"] = {"pattern": STORABLE.pattern}
+        model["additionalProperties"] = {"$ref": REF.format(model=STORABLE_JSON)}
+
+    def walk(schema: Any) -> None:
+        if isinstance(schema, list):
+            for item in schema:
+                walk(item)
+            return
+        if not isinstance(schema, dict):
+            return
+        if schema.get("type") == "string" and not {"format", "enum", "const"} & schema.keys():
+            add_pattern(schema, STORABLE.pattern)
+        for sub in (schema.get("properties") or {}).values():
+            walk(sub)
+        for key in ("items", "anyOf", "oneOf", "allOf", "if", "then", "else"):
+            if key in schema:
+                walk(schema[key])
+
+    walk(model)
+
+
+_REFS = re.compile(r'"\$ref": "(#/components/schemas/[^"]+)"')
 
 
 def render(doc: dict[str, Any] | None = None) -> str:

@@ -65,6 +65,7 @@ class Package:
     modules: tuple[str, ...]           # files under functions/ besides __init__.py files
     requirements: tuple[str, ...] = ()
     data: tuple[str, ...] = field(default=())  # extra folders shipped as they are
+    contract_fingerprint: bool = False  # ship supabase/contract-fingerprint.json (a replay's)
 
 
 FUNCTIONS: dict[str, Package] = {
@@ -94,9 +95,10 @@ FUNCTIONS: dict[str, Package] = {
     "MemberAdminFunction": Package("functions.member_admin.app.handler", ("functions/member_admin/app.py",), HTTP),
     "LiveKitAccessSyncFunction": Package("functions.member_admin.sync.handler", ("functions/member_admin/sync.py",),
                                          ("pyjwt",)),
-    # health compares the shipped migrations with the database's history.
+    # health compares the shipped migrations with the database's history, and
+    # their fingerprint (computed here, from a replay) with the database's objects.
     "HealthFunction": Package("functions.health.app.handler", ("functions/health/app.py",), HTTP,
-                              data=("supabase/migrations",)),
+                              data=("supabase/migrations",), contract_fingerprint=True),
 }
 
 
@@ -188,6 +190,10 @@ def build_function(logical_id: str, artifacts: Path) -> None:
         shutil.copy2(src, artifacts / module)
     for folder in package.data:
         _copy_tree(ROOT / folder, artifacts / folder)
+    if package.contract_fingerprint:
+        from nexus.dbtools import fingerprint
+
+        fingerprint.write(fingerprint.from_replay(), artifacts / "supabase" / fingerprint.FILE_NAME)
     pip_install(function_requirements(logical_id), artifacts)
 
 

@@ -23,7 +23,7 @@ Checks, each printed as PASS / FAIL / SKIP with what was seen:
 Who the checks act as. Against `make dev` (a loopback URL) the demo members of
 nexus/seed.py sign in with tokens made from `.data/dev.env`, which also gives
 the LiveKit key pair and the database. Against a deployed stack, from the
-environment (see README, "Smoke-test the stack"):
+environment (see docs/deploy.md, "Smoke-test the stack"):
   SMOKE_TOKEN_<WHO>     access tokens, WHO in VAGRANT SCOUT VOYAGER FOUNDER PIONEER GUIDE MEDIC
                         (or SUPABASE_JWT_SECRET + SUPABASE_URL + SMOKE_USER_<WHO>=<user id>, for
                         projects still on the legacy HS256 secret)
@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import os
 import re
-import secrets
 import sys
 import threading
 import time
@@ -404,48 +402,24 @@ def _net_code(stack: Stack, net_id: str) -> str | None:
     return row[0] if row else None
 
 
-def _sign_webhook(stack: Stack, body: bytes) -> str:
-    import jwt
-
-    now = int(time.time())
-    return jwt.encode({"iss": stack.livekit_key, "nbf": now - 5, "exp": now + 300,
-                       "sha256": base64.b64encode(hashlib.sha256(body).digest()).decode()},
-                      stack.livekit_secret, algorithm="HS256")
-
-
 def check_webhook(stack: Stack) -> str:
+    from nexus.webhook_test import join_and_leave
+
     if not (stack.livekit_key and stack.livekit_secret):
         raise Skip("no LiveKit key pair (LIVEKIT_API_KEY, LIVEKIT_API_SECRET)")
-    tag = secrets.token_hex(6)
-    identity, sid, room_sid = f"smoke-{tag}", f"PA_smoke{tag}", f"RM_smoke{tag}"
-    joined = int(time.time())
-
-    def deliver(kind: str, at: int) -> tuple[int, Any]:
-        participant = {"sid": sid, "identity": identity, "name": "Nexus smoke", "joinedAt": str(joined),
-                       "state": "ACTIVE" if kind == "participant_joined" else "DISCONNECTED", "metadata": ""}
-        event = {"event": kind, "id": f"EV_smoke{tag}{kind[12:15]}", "createdAt": str(at),
-                 "room": {"sid": room_sid, "name": stack.room}, "participant": participant}
-        body = json.dumps(event, separators=(",", ":")).encode()
-        status, _, answer = call(stack, "livekit-webhook", raw=body, headers={
-            "content-type": "application/webhook+json", "authorization": _sign_webhook(stack, body)})
-        return status, answer
-
     status, _, body = call(stack, "livekit-webhook", raw=b'{"event":"participant_joined"}',
                            headers={"authorization": "not-a-signature"})
     expect(status == 401, f"an unsigned delivery got {status}: {body}")
-    for kind, at in (("participant_joined", joined), ("participant_left", joined + 1)):
-        status, answer = deliver(kind, at)
-        expect(status == 200 and isinstance(answer, dict) and answer.get("received") is True,
-               f"{kind}: {status}: {answer}")
-        expect(answer.get("status") in ("applied", "queued"), f"{kind}: {answer}")
-    detail = f"{identity} joined and left {stack.room}; unsigned delivery refused"
-    if stack.database_url:
-        import psycopg
-
-        with psycopg.connect(stack.database_url, connect_timeout=5) as conn:
-            row = conn.execute("SELECT joined_at IS NOT NULL, left_at IS NOT NULL FROM public.voice_presence "
-                               "WHERE room_name = %s AND participant_sid = %s", (stack.room, sid)).fetchone()
-        expect(row == (True, True), f"voice_presence row for {sid}: {row}")
+    report = join_and_leave(stack.urls["livekit-webhook"], stack.livekit_key, stack.livekit_secret,
+                            room=stack.room, database_url=stack.database_url)
+    for d in report.deliveries:
+        expect(d.status == 200 and isinstance(d.answer, dict) and d.answer.get("received") is True,
+               f"{d.event}: {d.status}: {d.answer}")
+        expect(d.answer.get("status") in ("applied", "queued"), f"{d.event}: {d.answer}")
+    detail = f"{report.identity} joined and left {stack.room}; unsigned delivery refused"
+    if report.presence is not None:
+        rows = [(r["joined_at"] is not None, r["left_at"] is not None) for r in report.presence]
+        expect(rows == [(True, True)], f"voice_presence row for {report.sid}: {rows}")
         detail += "; voice_presence shows the session open and closed"
     return detail
 

@@ -13,6 +13,7 @@ token verifier, the database connection) is rebuilt when one changed.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -20,9 +21,31 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from shared.errors import ApiError
+
+log = logging.getLogger("nexus.config")
+
 
 class ConfigError(RuntimeError):
     """Configuration is missing or invalid. The message names variables, never values."""
+
+
+# Seconds a caller is asked to wait when the secret store did not answer.
+SECRETS_RETRY_AFTER_SECONDS = 5
+
+
+class SecretsUnavailable(ApiError):
+    """The secret store (SSM, Secrets Manager) did not answer and no value was read before.
+
+    An ApiError, so every function answers it as the shared 503 UNAVAILABLE
+    envelope with Retry-After; nothing is cached, so the next invocation
+    tries again. `reason` (names and references, never values) is for logs.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__("UNAVAILABLE", "Configuration could not be read from the secret store; retry shortly.",
+                         headers={"Retry-After": str(SECRETS_RETRY_AFTER_SECONDS)})
+        self.reason = reason
 
 
 class Settings(BaseModel):
@@ -91,6 +114,10 @@ class Settings(BaseModel):
 
     # How long fetched secrets are trusted before they are read again (rotation).
     SECRETS_REFRESH_SECONDS: int = Field(300, ge=0, le=86400)
+
+    # health: the fingerprint of the shipped migrations (nexus/dbtools/fingerprint.py);
+    # default: supabase/contract-fingerprint.json in the bundle, written by `make package`.
+    CONTRACT_FINGERPRINT_FILE: str | None = None
 
     MAX_BODY_BYTES: int = Field(16384, ge=1024, le=1048576)
     # CORS is configured on the Function URL in AWS; this is for the local gateway.
@@ -211,6 +238,10 @@ def _load() -> Settings:
             _secret_cache = secrets.SecretCache(refresh_seconds=refresh, clock=lambda: _clock())
         try:
             values = _secret_cache.resolve(environ)
+        except secrets.SecretsUnavailable as e:
+            # Not remembered: the next call (the next invocation) asks the store again.
+            log.warning("secret store unavailable: %s", e)  # names and references, never values
+            raise SecretsUnavailable(str(e)) from None
         except secrets.SecretError as e:
             raise ConfigError(str(e)) from None  # names and references, never values
         settings = settings_from({**environ, **values})

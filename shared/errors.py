@@ -41,8 +41,13 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.code, "message": self.message}
-        if self.details:
-            out["details"] = self.details
+        details = self.details
+        retry_after = self.headers.get("Retry-After")
+        if retry_after is not None and retry_after.isascii() and retry_after.isdigit():
+            # 429 and 503 alike: browser code that cannot read the header reads this
+            details = {**(details or {}), "retryAfter": int(retry_after)}
+        if details:
+            out["details"] = details
         return out
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.config import ConfigError
 from shared.errors import ApiError, bad_request
+from shared.text_rules import STORABLE
 from shared import observability
 
 log = logging.getLogger("nexus.http")
@@ -107,11 +108,7 @@ def _storable(data: Any) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return False
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
+            if not STORABLE.holds(item):  # the rule openapi.json states for every string and key
                 return False
         elif isinstance(item, dict):
             stack.extend(item.keys())
@@ -226,6 +223,8 @@ class JsonApp:
             allowed = self._cors_origins()
         except ConfigError:  # already answered (and logged) as a 500 by dispatch
             return []
+        except ApiError:  # the secret store did not answer (a 503): CORS_ALLOW_ORIGINS is no secret
+            allowed = os.environ.get("CORS_ALLOW_ORIGINS")
         if not allowed or not origin:
             return []
         origins = {o.strip() for o in allowed.split(",")}
@@ -236,6 +235,8 @@ class JsonApp:
             (b"vary", b"Origin"),
             (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
             (b"access-control-allow-headers", b"authorization, content-type, x-client-info, apikey"),
+            # as the Function URLs' ExposeHeaders (template.yaml): page scripts may read Retry-After
+            (b"access-control-expose-headers", b"retry-after"),
             (b"access-control-max-age", b"600"),
         ]
 

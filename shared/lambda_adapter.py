@@ -5,7 +5,9 @@ few lines that mirror mangum's mapping of the same events; everything else
 (REST API v1, ALB, other ASGI apps) goes through mangum with lifespan off.
 Inside Lambda the function's settings are checked at init too, so a missing
 variable fails the first invocation with one clear error naming it (never
-its value), and logs become JSON lines carrying Lambda's request id
+its value); a secret store that does not answer (throttling, an outage) does
+not fail the init: requests answer 503 UNAVAILABLE with Retry-After until a
+read succeeds, and logs become JSON lines carrying Lambda's request id
 (shared/observability.py).
 """
 
@@ -108,7 +110,12 @@ def lambda_handler(app: Callable, require: tuple[str, ...] = ()) -> Callable[[di
 
         configure_logging()
         if require:
-            from shared.config import get_settings
+            from shared.config import SecretsUnavailable, get_settings
 
-            get_settings().require(*require)
+            try:
+                get_settings().require(*require)
+            except SecretsUnavailable:
+                # Throttled or unreachable store: the container stays up, each
+                # request answers 503 until a read succeeds (logged in config).
+                pass
     return LambdaHandler(app)

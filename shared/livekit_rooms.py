@@ -20,6 +20,9 @@ Every outcome maps onto something a caller can act on:
 - `LiveKitUnavailable`: no trustworthy answer (refused connection, timeout, 5xx,
   or a 4xx such as a wrong key pair); act as if nothing is known. `.status` and
   `.code` say which (status 0 for transport failures).
+- `DeadlineReached` (`presence_by_room(..., deadline=)` only): the caller's
+  time ran out first; the room was not asked about, or its answer was not
+  waited for. Leave it for the next run.
 
 Each call runs on its own short-lived event loop and HTTP session, so the
 facade is safe from any synchronous code (Lambda handlers, threads). Tests
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
@@ -50,6 +54,14 @@ class LiveKitError(Exception):
 class RoomNotFound(LiveKitError):
     def __init__(self, room: str):
         super().__init__(f"LiveKit has no room named {room!r}")
+        self.room = room
+
+
+class DeadlineReached(LiveKitError):
+    """The caller's deadline came before LiveKit answered about `room`: it was not judged."""
+
+    def __init__(self, room: str):
+        super().__init__(f"no answer about {room!r} before the deadline")
         self.room = room
 
 
@@ -121,22 +133,32 @@ class RoomServiceClient:
         names = list(dict.fromkeys(rooms))
         return self._run(lambda lk: self._participants_each(lk, names, concurrency))
 
-    def presence_by_room(self, rooms: Iterable[str], concurrency: int = 8) -> dict[str, list[Participant] | LiveKitError]:
+    def presence_by_room(self, rooms: Iterable[str], concurrency: int = 8, *,
+                         deadline: float | None = None) -> dict[str, list[Participant] | LiveKitError]:
         """Per room: its participants if LiveKit lists the room, `RoomNotFound` if it does not,
         or the error that kept LiveKit from answering. One ListRooms call decides existence
-        for the whole batch; only rooms it lists are asked for their participants."""
+        for the whole batch; only rooms it lists are asked for their participants.
+
+        `deadline` (time.monotonic()): whatever LiveKit's latency, this returns by then;
+        rooms whose answer had not come are `DeadlineReached`."""
         names = list(dict.fromkeys(rooms))
         if not names:
             return {}  # ListRooms with no names would list every room
+        if deadline is not None and deadline <= time.monotonic():
+            return {room: DeadlineReached(room) for room in names}
 
         async def all_rooms(lk: Any) -> dict[str, list[Participant] | LiveKitError]:
             try:
-                live = {r.name for r in await self._rooms(lk, names)}
+                listed = self._rooms(lk, names)
+                live = {r.name for r in await (listed if deadline is None
+                                               else asyncio.wait_for(listed, deadline - time.monotonic()))}
+            except asyncio.TimeoutError:  # the deadline's; _guard turns LiveKit's own into LiveKitUnavailable
+                return {room: DeadlineReached(room) for room in names}
             except LiveKitError as e:
                 return {room: e for room in names}
             answers: dict[str, list[Participant] | LiveKitError] = {
                 room: RoomNotFound(room) for room in names if room not in live}
-            answers.update(await self._participants_each(lk, [r for r in names if r in live], concurrency))
+            answers.update(await self._participants_each(lk, [r for r in names if r in live], concurrency, deadline))
             return {room: answers[room] for room in names}
 
         return self._run(all_rooms)
@@ -232,8 +254,8 @@ class RoomServiceClient:
         resp = await self._guard(lk.room.list_rooms(ListRoomsRequest(names=names)), None)
         return [RoomInfo(r.sid, r.name, r.num_participants, r.creation_time) for r in resp.rooms]
 
-    async def _participants_each(self, lk: Any, names: list[str],
-                                 concurrency: int) -> dict[str, list[Participant] | LiveKitError]:
+    async def _participants_each(self, lk: Any, names: list[str], concurrency: int,
+                                 deadline: float | None = None) -> dict[str, list[Participant] | LiveKitError]:
         gate = asyncio.Semaphore(max(1, concurrency))
 
         async def one(room: str) -> list[Participant] | LiveKitError:
@@ -243,8 +265,16 @@ class RoomServiceClient:
                 except LiveKitError as e:
                     return e
 
-        results = await asyncio.gather(*(one(r) for r in names))
-        return dict(zip(names, results))
+        if not names:
+            return {}
+        tasks = {room: asyncio.ensure_future(one(room)) for room in names}
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        _, late = await asyncio.wait(tasks.values(), timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
+        return {room: DeadlineReached(room) if task in late else task.result() for room, task in tasks.items()}
 
     async def _participants(self, lk: Any, room: str) -> list[Participant]:
         from livekit.protocol.models import ParticipantInfo

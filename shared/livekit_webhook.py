@@ -89,10 +89,23 @@ class _Egress(BaseModel):
     roomName: str = Field("", max_length=256)
 
 
+def _needs_schema(schema: dict[str, Any]) -> None:
+    """`WebhookEvent._needs` for openapi.json: which fields each kind of event must carry."""
+    def present(*names: str) -> dict[str, Any]:
+        return {"type": "object", "required": list(names),
+                "properties": {n: {"type": "string", "minLength": 1} for n in names}}
+
+    rules = [(PARTICIPANT_EVENTS, {"room": present("name"), "participant": present("sid", "identity")}),
+             (ROOM_EVENTS, {"room": present("name", "sid")}),
+             (EGRESS_EVENTS, {"egressInfo": present("egressId")})]
+    schema["allOf"] = [{"if": {"required": ["event"], "properties": {"event": {"enum": sorted(events)}}},
+                        "then": {"required": sorted(needs), "properties": needs}} for events, needs in rules]
+
+
 class WebhookEvent(BaseModel):
     """What we rely on in LiveKit's WebhookEvent (protojson, camelCase, int64 as strings)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_needs_schema)
 
     event: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
     id: str | None = Field(None, min_length=1, max_length=128)
@@ -110,6 +123,8 @@ class WebhookEvent(BaseModel):
         # Exactly what the schema says: pydantic's lax int would also take true/false, "1.0" or " 1".
         if v is None or (isinstance(v, int) and not isinstance(v, bool)):
             return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)  # 10.0: JSON Schema's "integer" (and JSON itself) does not tell it from 10
         if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 11:
             return int(v)
         raise ValueError("createdAt must be whole seconds, as a number or a string of digits")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -113,20 +114,34 @@ def topic_for(notification_id: str) -> str:
 
 # --- outcome of an HTTP answer ----------------------------------------------
 
+# Retry-After longer than this is taken as this (a day); the backoff caps it further.
+RETRY_AFTER_MAX_SECONDS = 86400.0
+_DELTA_SECONDS = re.compile(r"[0-9]{1,32}", re.ASCII)
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date."""
-    if not value:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+
+    Whatever a push service sends, this returns a number or None (the default
+    backoff) and never raises: only ASCII digits count as delta-seconds
+    ("²".isdigit() is true and float("²") raises), a huge value is capped,
+    and a date that cannot be placed on the clock is ignored.
+    """
+    if not value or not isinstance(value, str):
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _DELTA_SECONDS.fullmatch(value):
+        return min(float(value), RETRY_AFTER_MAX_SECONDS)
+    if not value.isascii() or value[:1].isdigit():
+        return None  # non-ASCII, too many digits, a fraction: neither delta-seconds nor an HTTP date
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        delta = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, IndexError, OverflowError, AttributeError):
         return None
-    if when is None:
+    if delta != delta:  # NaN
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return min(max(0.0, delta), RETRY_AFTER_MAX_SECONDS)
 
 
 def classify(status: int, retry_after: str | None, reason: str) -> PushResult:

@@ -29,8 +29,21 @@ import re
 import socket
 from urllib.parse import urlsplit
 
+from shared.text_rules import TextRule
+
 MAX_ENDPOINT_LENGTH = 2048
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+
+# What the validators below check first, stated as patterns in openapi.json
+# (functions/notifications/subscribe.py annotates its model with them).
+ENDPOINT_CHARS = TextRule("endpoint-chars", "^[!-~]*$",
+                          "The endpoint must be a plain ASCII URL without spaces or control characters.")
+# 65 bytes starting 0x04 (an uncompressed point) are 87 base64url characters, "B" then one of A-P.
+P256DH_FORMAT = TextRule("p256dh-format", "^B[A-P][A-Za-z0-9_-]{85}={0,2}$",
+                         "p256dh must be an uncompressed P-256 public key (65 bytes), base64url encoded.")
+# 16 bytes are 22 base64url characters.
+AUTH_FORMAT = TextRule("auth-format", "^[A-Za-z0-9_-]{22}={0,2}$",
+                       "auth must be 16 bytes, base64url encoded.")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan", ".intranet", ".corp")
 
@@ -94,8 +107,8 @@ def validate_endpoint(endpoint: str, *, dev_mode: bool) -> str:
 
     if len(endpoint) > MAX_ENDPOINT_LENGTH:
         raise bad(f"The endpoint must be at most {MAX_ENDPOINT_LENGTH} characters.")
-    if not endpoint.isascii() or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in endpoint):
-        raise bad("The endpoint must be a plain ASCII URL without spaces or control characters.")
+    if not ENDPOINT_CHARS.holds(endpoint):
+        raise bad(ENDPOINT_CHARS.message)
     try:
         parts = urlsplit(endpoint)
         port = parts.port
@@ -148,9 +161,11 @@ def validate_p256dh(value: str) -> str:
     """The browser's ECDH public key: an uncompressed point on P-256. Returned unpadded."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    if not P256DH_FORMAT.holds(value):
+        raise InvalidSubscription("p256dh", P256DH_FORMAT.message)
     raw = _b64url_decode(value, "p256dh")
-    if len(raw) != 65 or raw[0] != 0x04:
-        raise InvalidSubscription("p256dh", "p256dh must be an uncompressed P-256 public key (65 bytes).")
+    if len(raw) != 65 or raw[0] != 0x04:  # cannot happen once the pattern holds
+        raise InvalidSubscription("p256dh", P256DH_FORMAT.message)
     try:
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
     except ValueError:
@@ -160,7 +175,9 @@ def validate_p256dh(value: str) -> str:
 
 def validate_auth(value: str) -> str:
     """The browser's auth secret: 16 bytes. Returned unpadded."""
+    if not AUTH_FORMAT.holds(value):
+        raise InvalidSubscription("auth", AUTH_FORMAT.message)
     raw = _b64url_decode(value, "auth")
-    if len(raw) != 16:
-        raise InvalidSubscription("auth", "auth must decode to exactly 16 bytes.")
+    if len(raw) != 16:  # cannot happen once the pattern holds
+        raise InvalidSubscription("auth", AUTH_FORMAT.message)
     return _b64url(raw)

@@ -8,7 +8,13 @@ secret). Answers 200 with the parts below, or 503 UNAVAILABLE (same parts in
 
 - database: reachable, round-trip latency, which transport
 - contract: migration versions applied in the database vs those shipped in
-  this package (supabase/migrations/ travels in the Lambda bundle)
+  this package (supabase/migrations/ travels in the Lambda bundle), and,
+  when they agree, drift: a fingerprint of our objects per class (tables and
+  columns, RLS flags, policies, functions, grants to the API roles) computed
+  in the same round trip, against the fingerprint of the shipped migrations
+  (supabase/contract-fingerprint.json, written by `make package`). A
+  difference is `status: drift`, `drift` naming the classes, overall
+  `degraded`; `nexus db verify` names each difference.
 - livekit: an HTTP GET to the server (its wss:// URL as https://); when it fails, `reason` says why
 - config: names of missing settings, never a value
 """
@@ -16,6 +22,7 @@ secret). Answers 200 with the parts below, or 503 UNAVAILABLE (same parts in
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import time
 import urllib.error
@@ -37,6 +44,8 @@ from shared.lambda_adapter import lambda_handler
 from shared.ranks import at_least
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+FINGERPRINT_FILE = MIGRATIONS_DIR.parent / "contract-fingerprint.json"
+VERIFY_HINT = "Run `nexus db verify` against this database: it names every difference."
 _VERSION = re.compile(r"^(\d{14})_[a-z0-9_]+\.sql$")
 LIVEKIT_TIMEOUT_SECONDS = 2.0
 MIN_RANK = "founder"
@@ -58,7 +67,12 @@ class DatabasePart(_Part):
 
 
 class ContractPart(_Part):
-    status: Literal["current", "behind", "ahead", "diverged", "unknown"]
+    status: Literal["current", "behind", "ahead", "diverged", "drift", "unknown"]
+    # match: our objects are as the migrations build them; differs: see drift;
+    # unchecked: no fingerprint shipped for these migrations, or versions differ.
+    fingerprint: SkipJsonSchema[None] | Literal["match", "differs", "unchecked"] = None
+    drift: SkipJsonSchema[None] | list[Literal["tables", "rls", "policies", "functions", "grants"]] = None
+    verify: SkipJsonSchema[None] | str = None
     reason: SkipJsonSchema[None] | str = None
     shipped: SkipJsonSchema[None] | int = None
     applied: SkipJsonSchema[None] | int = None
@@ -113,6 +127,29 @@ def shipped_versions(directory: Path | None = None) -> list[str] | None:
     return list(_shipped_cache[key])
 
 
+_fingerprint_cache: dict[tuple[str, int], dict[str, Any] | None] = {}
+
+
+def shipped_fingerprint(settings: Settings) -> dict[str, Any] | None:
+    """The shipped migrations' fingerprint, if one was shipped for exactly these migrations."""
+    path = Path(settings.CONTRACT_FINGERPRINT_FILE) if settings.CONTRACT_FINGERPRINT_FILE else FINGERPRINT_FILE
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return None
+    if key not in _fingerprint_cache:
+        try:
+            doc = json.loads(path.read_text())
+            usable = (isinstance(doc, dict) and isinstance(doc.get("classes"), dict)
+                      and isinstance(doc.get("objects"), dict))
+        except (OSError, ValueError):
+            usable = False
+        _fingerprint_cache.clear()
+        _fingerprint_cache[key] = doc if usable else None
+    doc = _fingerprint_cache[key]
+    return doc if doc is not None and doc.get("versions") == shipped_versions() else None
+
+
 def _is_service_key(token: str, settings: Settings) -> bool:
     key = settings.SUPABASE_SERVICE_ROLE_KEY
     if key and hmac.compare_digest(token.encode(), key.get_secret_value().encode()):
@@ -136,7 +173,7 @@ def _is_service_key(token: str, settings: Settings) -> bool:
     return True
 
 
-def _database(user_id: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _database(user_id: str | None, shipped: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(database part, snapshot or None when unreachable)."""
     try:
         database = db.get_database()
@@ -144,7 +181,15 @@ def _database(user_id: str | None) -> tuple[dict[str, Any], dict[str, Any] | Non
         return {"ok": False, "error": "not configured"}, None
     started = time.perf_counter()
     try:
-        snap = database.call("health_snapshot", p_user_id=user_id)
+        if shipped is None:
+            snap = database.call("health_snapshot", p_user_id=user_id)
+        else:
+            try:
+                snap = database.call("health_snapshot", p_user_id=user_id, p_objects=shipped["objects"])
+            except db.DatabaseError as e:
+                if e.sqlstate not in ("42883", "PGRST202"):  # a database without 20251217000200
+                    raise
+                snap = database.call("health_snapshot", p_user_id=user_id)
     except db.DatabaseUnavailable:
         return {"ok": False, "error": "unreachable"}, None
     except db.DatabaseError as e:
@@ -160,7 +205,8 @@ def _database(user_id: str | None) -> tuple[dict[str, Any], dict[str, Any] | Non
     return part, snap
 
 
-def _contract(database: dict[str, Any], snap: dict[str, Any] | None) -> dict[str, Any]:
+def _contract(database: dict[str, Any], snap: dict[str, Any] | None,
+              fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     shipped = shipped_versions()
     applied = snap.get("applied") if snap else None
     if shipped is None:
@@ -172,9 +218,18 @@ def _contract(database: dict[str, Any], snap: dict[str, Any] | None) -> dict[str
     pending = sorted(set(shipped) - set(applied))
     unknown = sorted(set(applied) - set(shipped))
     status = "current" if not pending and not unknown else "behind" if not unknown else "ahead" if not pending else "diverged"
-    return {"ok": status == "current", "status": status, "shipped": len(shipped), "applied": len(applied),
+    part = {"ok": status == "current", "status": status, "shipped": len(shipped), "applied": len(applied),
             "latestShipped": shipped[-1] if shipped else None, "latestApplied": max(applied, default=None),
             "pending": pending, "unknown": unknown}
+    live = snap.get("fingerprint") if snap else None
+    if status != "current" or fingerprint is None or not isinstance(live, dict):
+        part["fingerprint"] = "unchecked"
+        return part
+    drift = [c for c in sorted(fingerprint["classes"]) if live.get(c) != fingerprint["classes"][c]]
+    part["fingerprint"] = "differs" if drift else "match"
+    if drift:
+        part.update(ok=False, status="drift", drift=drift, verify=VERIFY_HINT)
+    return part
 
 
 def _livekit(settings: Settings) -> dict[str, Any]:
@@ -216,7 +271,8 @@ def health(request: Request) -> Response:
         user_id = authenticate(get_verifier(), request.header("authorization")).user_id
         request.user_id = user_id
 
-    database, snap = _database(user_id)
+    shipped = shipped_fingerprint(settings)
+    database, snap = _database(user_id, shipped)
     if user_id is not None:
         if snap is None:
             # Without the snapshot a member's rank is unknown: no report for them.
@@ -227,7 +283,7 @@ def health(request: Request) -> Response:
             raise ApiError("INSUFFICIENT_CLEARANCE", f"Health needs rank {MIN_RANK} or higher.",
                            {"required": MIN_RANK, "rank": member["rank"] if member else None})
 
-    parts = {"database": database, "contract": _contract(database, snap), "livekit": _livekit(settings),
+    parts = {"database": database, "contract": _contract(database, snap, shipped), "livekit": _livekit(settings),
              "config": _config(settings)}
     report = {"status": "ok" if all(p["ok"] for p in parts.values()) else "degraded",
               "checkedAt": iso_utc(int(time.time())), **parts}

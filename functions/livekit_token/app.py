@@ -12,7 +12,7 @@ join, under that net's own thresholds. One SQL round trip decides it all.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,7 @@ from shared.http import JsonApp, Request, Response, iso_utc
 from shared.lambda_adapter import lambda_handler
 from shared.observability import count
 from shared.ranks import VoiceGrants, is_brigged, net_grants, sim_pod_grants
+from shared.text_rules import Stripped
 
 
 class TokenRequest(BaseModel):
@@ -33,9 +34,9 @@ class TokenRequest(BaseModel):
     # must never influence who the token is for or what it grants.
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    roomName: str = Field(min_length=1, max_length=128)
+    roomName: Annotated[str, Stripped(128)]
     # Still validated for the runbook's curl, but the LiveKit name comes from the profile.
-    participantName: str | None = Field(default=None, min_length=1, max_length=64)
+    participantName: Annotated[str, Stripped(64)] | None = None
 
 
 # Response models: the contract in openapi.json (nexus/openapi.py); the handler builds the dicts itself.

@@ -12,36 +12,59 @@ for the rooms it lists, who is in them (ListParticipants):
 - if LiveKit gives no answer (down, timeout, refused key), nothing is closed
   except sessions older than PRESENCE_MAX_AGE_SECONDS (max_age_exceeded).
 Only sessions that joined before LiveKit was asked are judged.
+
+A run works to a deadline (the Lambda's remaining time less a margin):
+whatever LiveKit's latency, rooms not answered by then, or not yet written,
+are left as they are, and since their last check does not move they come
+first in the next run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 from shared import db
 from shared.config import get_settings
-from shared.livekit_rooms import LiveKitError, RoomNotFound, RoomServiceClient
+from shared.livekit_rooms import DeadlineReached, LiveKitError, RoomNotFound, RoomServiceClient
 
 log = logging.getLogger("nexus.livekit_webhook.reconciler")
 
+# Of the Lambda's remaining time, this much is kept back for the writes in
+# flight, the summary line and the return; the deadline is what is left.
+MARGIN_SECONDS = 5.0
+# Without a Lambda context (make dev's timers, the CLI): a 60 s function's budget.
+DEFAULT_BUDGET_SECONDS = 55.0
 
-def run(rooms: RoomServiceClient | None = None, *, batch: int = 500) -> dict[str, Any]:
+
+def deadline_from(context: Any, margin: float = MARGIN_SECONDS) -> float:
+    """time.monotonic() by which a run must be done, from the Lambda context's remaining time."""
+    remaining = (context.get_remaining_time_in_millis() / 1000 if context is not None
+                 else DEFAULT_BUDGET_SECONDS + margin)
+    return time.monotonic() + max(0.0, remaining - margin)
+
+
+def run(rooms: RoomServiceClient | None = None, *, batch: int = 500, deadline: float | None = None) -> dict[str, Any]:
+    """One pass. `deadline` (time.monotonic()): rooms not judged by then are left for the next run."""
     settings = get_settings().require("database", "livekit")
     stale = db.call("livekit_presence_stale_rooms", p_older_than_seconds=settings.PRESENCE_RECONCILE_AFTER_SECONDS,
                     p_limit=batch)
-    summary = {"rooms": len(stale), "closed": 0, "roomsFinished": 0, "unanswered": 0}
+    summary = {"rooms": len(stale), "closed": 0, "roomsFinished": 0, "unanswered": 0, "deferred": 0}
     if not stale:
         return summary
     rooms = rooms or RoomServiceClient.from_settings()
     names = [r["room"] for r in stale]
     checked_at = datetime.now(timezone.utc).isoformat()
-    answers = rooms.presence_by_room(names)
+    answers = rooms.presence_by_room(names, deadline=deadline)
     failure: LiveKitError | None = None
     for room in names:
         answer = answers[room]
+        if isinstance(answer, DeadlineReached) or (deadline is not None and time.monotonic() >= deadline):
+            summary["deferred"] += 1  # not judged: its check time stays, so it leads the next run
+            continue
         if isinstance(answer, RoomNotFound):
             result = db.call("livekit_presence_reconcile", p_room=room, p_checked_at=checked_at, p_room_gone=True)
         elif isinstance(answer, LiveKitError):
@@ -57,6 +80,8 @@ def run(rooms: RoomServiceClient | None = None, *, batch: int = 500) -> dict[str
     if failure is not None:
         log.error("LiveKit gave no answer for some rooms; only over-age presence was closed",
                   extra={"count": summary["unanswered"], "reason": str(failure)})
+    if summary["deferred"]:
+        log.warning("deadline reached; rooms left for the next run", extra={"count": summary["deferred"]})
     return summary
 
 
@@ -66,7 +91,7 @@ def handler(event: dict, context: Any) -> dict[str, Any]:
         from shared.observability import configure_logging
 
         configure_logging()
-    summary = run()
+    summary = run(deadline=deadline_from(context))
     log.info("presence reconciled", extra={"function": "livekit-presence-reconciler", "count": summary["closed"],
                                            "outcome": "ok"})
     return summary

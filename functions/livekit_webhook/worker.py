@@ -2,7 +2,9 @@
 
 Each run: claim a batch of due jobs (stale locks are returned to pending
 first), run each (apply + mark done in one transaction; failures back off
-exponentially with jitter and go dead after max attempts), repeat until
+exponentially with jitter and go dead after max attempts; a job whose
+worker died on its last attempt goes dead when its lock is recovered, and
+counts as dead too), repeat until
 nothing is due or the time budget is spent, then purge old jobs. Any number
 of runs may overlap: claims use FOR UPDATE SKIP LOCKED and a job runs only
 under the lock of the worker that claimed it. All of it is SQL in
@@ -36,6 +38,9 @@ def run(worker_id: str, *, budget_seconds: float = 50.0, purge: bool = True) -> 
         claimed = db.call("livekit_webhook_jobs_claim", p_worker=worker_id, p_limit=settings.WEBHOOK_WORKER_BATCH,
                           p_visibility_seconds=settings.WEBHOOK_JOB_VISIBILITY_SECONDS)
         totals["recovered"] += claimed["recovered"]
+        # A job whose worker died on its last attempt goes dead in the claim's
+        # stale-lock recovery, never reaching job_run: it is dead all the same.
+        totals["dead"] += claimed.get("recoveredDead", 0)
         if not claimed["jobs"]:
             break
         # The whole batch is run even past the deadline: a claimed job left

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 # pywebpush (and its aiohttp import) is on this function's path on purpose:
 # it sends the flare. Imported at init, so it is paid in Lambda's init phase
@@ -32,6 +32,7 @@ from shared.errors import ApiError
 from shared.http import JsonApp, Request, Response
 from shared.lambda_adapter import lambda_handler
 from shared.observability import count
+from shared.text_rules import NO_CONTROL, Stripped
 
 log = logging.getLogger("nexus.push.rescue")
 
@@ -41,15 +42,8 @@ MAX_BODY_BYTES = 4096
 class FlareBody(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    location: str = Field(min_length=1, max_length=200)
+    location: Annotated[str, Stripped(200), NO_CONTROL]
     flareType: Literal["MEDICAL", "COMBAT"]
-
-    @field_validator("location")
-    @classmethod
-    def _printable(cls, v: str) -> str:
-        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in v):
-            raise ValueError("location must not contain control characters")
-        return v
 
 
 class FlareLaunched(BaseModel):

@@ -10,7 +10,7 @@ shared/push_subscriptions.py for what an acceptable endpoint is.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,7 +20,8 @@ from shared.config import get_settings
 from shared.errors import ApiError, bad_request
 from shared.http import JsonApp, Request, Response
 from shared.lambda_adapter import lambda_handler
-from shared.push_subscriptions import InvalidSubscription, validate_auth, validate_endpoint, validate_p256dh
+from shared.push_subscriptions import (AUTH_FORMAT, ENDPOINT_CHARS, MAX_ENDPOINT_LENGTH, P256DH_FORMAT,
+                                      InvalidSubscription, validate_auth, validate_endpoint, validate_p256dh)
 
 # Generous for a 2 KB endpoint plus keys, far below anything that could hurt.
 MAX_BODY_BYTES = 8192
@@ -29,15 +30,27 @@ MAX_BODY_BYTES = 8192
 class SubscriptionKeys(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    p256dh: str = Field(min_length=1, max_length=128)
-    auth: str = Field(min_length=1, max_length=64)
+    p256dh: Annotated[str, Field(min_length=1, max_length=128), P256DH_FORMAT]
+    auth: Annotated[str, Field(min_length=1, max_length=64), AUTH_FORMAT]
+
+
+def _key_shapes(schema: dict[str, Any]) -> None:
+    # The model validator's rule, for openapi.json: the pair under `keys`, or (when
+    # `keys` is absent or null) at the top level, where it then must have their formats.
+    schema["anyOf"] = [
+        {"required": ["keys"], "properties": {"keys": {"type": "object"}}},
+        {"required": ["p256dh", "auth"],
+         "properties": {"keys": {"type": "null"},
+                        "p256dh": {"type": "string", "pattern": P256DH_FORMAT.pattern},
+                        "auth": {"type": "string", "pattern": AUTH_FORMAT.pattern}}},
+    ]
 
 
 class SubscribeBody(BaseModel):
     # Browsers may add fields to PushSubscription JSON; they are ignored.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_key_shapes)
 
-    endpoint: str = Field(min_length=1, max_length=4096)
+    endpoint: Annotated[str, Field(min_length=1, max_length=MAX_ENDPOINT_LENGTH), ENDPOINT_CHARS]
     expirationTime: int | float | None = None
     keys: SubscriptionKeys | None = None
     p256dh: str | None = Field(default=None, min_length=1, max_length=128)

@@ -4,6 +4,7 @@
   verify   replay the migrations into a scratch PostgreSQL and diff it with DATABASE_URL
   smoke    probe DATABASE_URL inside a rolled-back transaction
   lint     Supabase's advisor checks (splinter) on our schemas
+  fingerprint  the per-class contract fingerprint health compares (of a replay, or --url)
 
 Each exits 0 when all is well, 1 on a finding or drift, 2 on a usage or
 connection problem. `--url` overrides DATABASE_URL; lint and smoke take
@@ -13,6 +14,7 @@ connection problem. `--url` overrides DATABASE_URL; lint and smoke take
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -116,6 +118,20 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if findings else EXIT_OK
 
 
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from nexus.dbtools import fingerprint
+
+    if args.url:
+        doc = fingerprint.compute(args.url, args.dir)
+    else:
+        doc = fingerprint.from_replay(args.dir)
+    if args.write:
+        print(f"wrote {fingerprint.write(doc, Path(args.write))}")
+    else:
+        print(json.dumps(doc, indent=1, sort_keys=True))
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     from nexus.dbtools.catalog import OUR_SCHEMAS
 
@@ -151,6 +167,12 @@ def parser() -> argparse.ArgumentParser:
     lt.add_argument("--replay", action="store_true", help="lint a fresh replay instead of the database")
     lt.add_argument("--schema", action="append", default=None, help=f"schema to lint (default: {', '.join(OUR_SCHEMAS)})")
     lt.set_defaults(func=cmd_lint)
+
+    f = sub.add_parser("fingerprint", help="health's contract fingerprint of a fresh replay (or of --url)")
+    f.add_argument("--url", help="fingerprint this database instead of a fresh replay")
+    f.add_argument("--dir", type=Path, default=MIGRATIONS_DIR, help="migrations folder")
+    f.add_argument("--write", help="write the JSON here (health reads CONTRACT_FINGERPRINT_FILE)")
+    f.set_defaults(func=cmd_fingerprint)
     return p
 
 

@@ -123,7 +123,9 @@ def test_rpc_request_follows_the_postgrest_contract(client, env, sql, peer):
 
 def assert_unavailable(reply) -> None:
     assert reply.status == 503, reply
-    assert reply.json == {"error": "UNAVAILABLE", "message": "The database is unavailable; retry shortly."}
+    # The body repeats Retry-After for browser code, as a 429's does.
+    assert reply.json == {"error": "UNAVAILABLE", "message": "The database is unavailable; retry shortly.",
+                          "details": {"retryAfter": 5}}
     assert reply.headers["retry-after"] == "5"
 
 

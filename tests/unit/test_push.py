@@ -116,6 +116,20 @@ def test_retry_after_seconds_and_dates():
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
+@pytest.mark.parametrize("header,expected", [
+    ("²", None), ("١٢٠", None), ("１２０", None), ("12²", None),  # non-ASCII digits: str.isdigit() says yes
+    ("-5", None), ("1.5", None), ("1e3", None), ("0x10", None), ("", None), ("   ", None),
+    ("9" * 5000, None), ("9" * 32, 86400.0), ("86401", 86400.0), (" 30 ", 30.0), ("0", 0.0),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", 86400.0),  # far future: capped
+    ("Wed, 10 Dec 2025 00:00:00 GMT", 0.0),  # in the past: now
+    ("Wed, 99 Dec 2025 00:00:00 GMT", None), ("Wed, 10 Dec 99999999999 00:00:00 GMT", None),
+    ("Mon, 01 Jan 0001 00:00:00 +2400", None), ("Wed, 10 Dec 2025 00:00:00 \u00b2", None),
+])
+def test_bad_retry_after_means_the_default_backoff_never_an_exception(header, expected):
+    assert parse_retry_after(header, now=1765324800.0) == expected
+    assert classify(503, header, "Service Unavailable").outcome == "retry"
+
+
 def test_backoff_doubles_is_capped_and_never_undercuts_retry_after():
     assert [retry_delay(n, None, 15, 3600) for n in (1, 2, 3)] == [15, 30, 60]
     assert retry_delay(20, None, 15, 3600) == 3600

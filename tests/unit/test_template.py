@@ -89,6 +89,8 @@ def test_http_functions_have_a_url_with_cors_from_the_parameter_and_an_output(na
     else:
         assert url["Cors"]["AllowOrigins"] == {"Ref": "CorsAllowedOrigins"}
         assert "authorization" in url["Cors"]["AllowHeaders"]
+        # browsers hide Retry-After from page scripts unless the URL exposes it
+        assert [h.lower() for h in url["Cors"]["ExposeHeaders"]] == ["retry-after"]
     outputs = [o for o in T["Outputs"].values() if o["Value"] == {"Fn::GetAtt": [f"{logical_id}Url", "FunctionUrl"]}]
     assert len(outputs) == 1 and outputs[0]["Description"].startswith(name), name
 

@@ -192,3 +192,50 @@ def test_scheduled_handler_runs_within_its_time_budget(private_sql, worker):
     add_job(private_sql, {"event": "track_published", "id": ev.new_id(), "createdAt": str(int(NOW))})
     summary = worker.handler({"source": "aws.scheduler"}, ev.LambdaContext(remaining_ms=30_000))
     assert summary["done"] == 1 and "purged" in summary
+
+
+def test_a_job_that_dies_in_stale_lock_recovery_counts_in_webhook_jobs_dead(private_env, private_sql, worker, capsys):
+    from shared import db, observability
+
+    job_id = add_job(private_sql, {"event": "track_published", "id": ev.new_id(), "createdAt": str(int(NOW))},
+                     max_attempts=1)
+    # Given worker A claimed the job's last attempt and died (its Lambda timed out)
+    db.call("livekit_webhook_jobs_claim", p_worker="A", p_limit=10, p_visibility_seconds=120)
+    private_sql.execute("UPDATE nexus_private.livekit_webhook_jobs SET locked_at = now() - interval '1 hour' "
+                        "WHERE id = %s", (job_id,))
+    # When the next scheduled pass runs in Lambda
+    private_env.setenv("AWS_LAMBDA_FUNCTION_NAME", "nomadnexus-test-livekit-webhook-worker")
+    observability.reset_for_tests()
+    capsys.readouterr()
+    try:
+        summary = worker.handler({"source": "aws.scheduler"}, ev.LambdaContext(remaining_ms=30_000))
+    finally:
+        observability.reset_for_tests()
+    # Then the job is dead, and the metric the alarm watches counts it
+    assert job(private_sql, job_id)["status"] == "dead"
+    assert summary["dead"] == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert sum(r.get("WebhookJobsDead", 0) for r in records) == 1
+
+
+def test_jobs_record_when_they_were_last_attempted(private_env, private_sql, worker):
+    from shared import db
+
+    def last_attempt(job_id):
+        return private_sql.one("SELECT last_attempt_at FROM nexus_private.livekit_webhook_jobs WHERE id = %s",
+                               (job_id,))
+
+    job_id = add_job(private_sql, {"event": "track_published", "id": ev.new_id(), "createdAt": str(int(NOW))})
+    private_sql.execute("UPDATE nexus_private.livekit_webhook_jobs SET last_attempt_at = NULL WHERE id = %s",
+                        (job_id,))
+    # When the worker claims the job, the attempt's time is recorded
+    before = private_sql.one("SELECT now()")
+    db.call("livekit_webhook_jobs_claim", p_worker="A", p_limit=10, p_visibility_seconds=120)
+    claimed_at = last_attempt(job_id)
+    assert claimed_at is not None and claimed_at >= before
+    # And a delivery stored by the webhook (its first attempt) has it from the start
+    room = f"net-{uuid.uuid4().hex[:8]}"
+    stored = db.call("livekit_webhook_ingest", p_event_id=ev.new_id(),
+                     p_payload=json.dumps(ev.participant_event("participant_joined", room, "RM_t", "u1", "PA_t1",
+                                                               NOW, NOW)))
+    assert last_attempt(stored["jobId"]) is not None
