@@ -32,12 +32,14 @@ def permission(*, publish: bool, subscribe: bool = True) -> dict[str, Any]:
 
 def connect(sql: support.Db, lk: LiveKitTwirpFake, member: support.Member, room: str, *,
             publish: bool, subscribe: bool = True) -> FakeParticipant:
-    """`member` is in `room`: LiveKit lists them and voice_presence has them open."""
+    """`member` is in `room`: LiveKit lists them and voice_presence has them open. Joined two hours
+    ago, so the runbook's "joined in the last hour" queries other tests run see none of these."""
     sid = f"PA_{uuid.uuid4().hex[:12]}"
     p = lk.add_participant(room, member.id, sid=sid, permission=permission(publish=publish, subscribe=subscribe),
                            metadata=json.dumps({"userId": member.id, "rank": member.rank}))
     sql.execute("INSERT INTO public.voice_presence (room_name, participant_identity, participant_sid, user_id, "
-                "joined_at, last_event_at) VALUES (%s, %s, %s, %s, now(), now())", (room, member.id, sid, member.id))
+                "joined_at, last_event_at) VALUES (%s, %s, %s, %s, now() - interval '2 hours', now())",
+                (room, member.id, sid, member.id))
     return p
 
 

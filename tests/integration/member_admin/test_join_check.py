@@ -30,8 +30,8 @@ def joined(lk, member, room: str, *, publish: bool, rank: str, sources=("MICROPH
             "can_publish_sources": list(sources) if publish else []}
     lk.add_participant(room, member.id, sid=sid, permission=perm,
                        metadata=json.dumps({"userId": member.id, "rank": rank}))
-    now = time.time()
-    event = ev.participant_event("participant_joined", room, f"RM_{room}", member.id, sid, now, now,
+    now = time.time()  # joined two hours ago: out of the runbook's "last hour" queries other tests run
+    event = ev.participant_event("participant_joined", room, f"RM_{room}", member.id, sid, now, now - 7200,
                                  metadata={"userId": member.id, "rank": rank})
     # protojson as the server writes it: camelCase, enum names
     event["participant"]["permission"] = {"canSubscribe": True, "canPublish": publish, "canPublishData": publish,
