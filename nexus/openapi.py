@@ -135,6 +135,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("member-admin", "POST", "Change a member's rank and roles, audited; LiveKit follows (founder+)",
               {200: "functions.member_admin.app:MemberChanged"}, "functions.member_admin.app:MemberChange",
               errors=(*MEMBER_ERRORS, 404),
+              unstated_rules={
+                  "body": "give `rank`, or at least one role in `addRoles` or `removeRoles`.",
+                  "roles": "a role cannot be both added and removed (names compare case-insensitively, `brig` is "
+                           "`brigged`)."},
               description="Only members strictly below the caller, never to the caller's rank or above, never "
                           "oneself; a brigged caller changes nothing. Role names match case-insensitively and are "
                           "stored as `brigged`, `Medic`, `Rescue` (`brig` is `brigged`) or as first written. The "

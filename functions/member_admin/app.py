@@ -17,11 +17,10 @@ one gets new permissions in place. Whatever is not applied by then, the
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared import db
 from shared.auth import authenticate, get_verifier
@@ -31,9 +30,13 @@ from shared.http import JsonApp, Request, Response
 from shared.lambda_adapter import lambda_handler
 from shared.livekit_access import apply_now
 from shared.observability import count
+from shared.text_rules import NO_CONTROL, WHITESPACE, Stripped, TextRule
 
 Rank = Literal["vagrant", "scout", "voyager", "founder", "pioneer"]
-_ROLE = re.compile(r"^[A-Za-z][A-Za-z0-9 _.-]{0,39}$")
+# 1-40 characters once stripped: a letter, then letters, digits, spaces, '_', '.' or '-'.
+ROLE_NAME = TextRule("role-name", f"^[{WHITESPACE}]*[A-Za-z][A-Za-z0-9 _.-]{{0,39}}[{WHITESPACE}]*$",
+                     "role names are 1-40 letters, digits, spaces, '_', '.' or '-', starting with a letter")
+RoleName = Annotated[str, ROLE_NAME]
 
 
 class MemberChange(BaseModel):
@@ -41,25 +44,9 @@ class MemberChange(BaseModel):
 
     userId: UUID
     rank: Rank | None = None
-    addRoles: list[str] = Field(default_factory=list, max_length=16)
-    removeRoles: list[str] = Field(default_factory=list, max_length=16)
-    reason: str = Field(min_length=1, max_length=500)
-
-    @field_validator("addRoles", "removeRoles")
-    @classmethod
-    def _role_names(cls, v: list[str]) -> list[str]:
-        names = [r.strip() for r in v]
-        for name in names:
-            if not _ROLE.match(name):
-                raise ValueError("role names are 1-40 letters, digits, spaces, '_', '.' or '-', starting with a letter")
-        return names
-
-    @field_validator("reason")
-    @classmethod
-    def _printable(cls, v: str) -> str:
-        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in v):
-            raise ValueError("reason must not contain control characters")
-        return v
+    addRoles: list[RoleName] = Field(default_factory=list, max_length=16)
+    removeRoles: list[RoleName] = Field(default_factory=list, max_length=16)
+    reason: Annotated[str, Stripped(500), NO_CONTROL]
 
     @model_validator(mode="after")
     def _something_to_change(self) -> "MemberChange":
