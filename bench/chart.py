@@ -118,4 +118,10 @@ def headline(data: dict[str, Any]) -> str:
                      f"{j['ratio']:.2f}x (target <= 1.10x) |")
         lines.append(f"| real LiveKit webhook to voice_presence row | p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
                      f"over {r['n']} joins (target p99 < 250 ms) |")
+    if "admin" in data:
+        e, s = data["admin"]["endpoint"]["total"], data["admin"]["schedule_run"]
+        lines.append(f"| rank change to visible in LiveKit, member-admin (p50 / p99) | {e['p50'] * 1000:.0f} / "
+                     f"{e['p99'] * 1000:.0f} ms |")
+        lines.append(f"| rank change to visible in LiveKit, schedule (interval + p99 of a run) | "
+                     f"{data['admin']['interval']} s + {s['p99'] * 1000:.0f} ms |")
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@
   nexus token --rank scout  print an access token for that demo member
   nexus db <command>        migrate | verify | smoke | lint (see docs/schema-contract.md)
   nexus smoke --base-url U  the runbook's phase 6 checks against a running stack
+  nexus admin <command>     member | net | skill | certify, audited (see nexus/admin.py)
   nexus webhook test --url U  runbook 4.2: a LiveKit-signed join and leave, and the answers
 """
 
@@ -171,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["db"]:
         return cmd_db(argv[1:])
+    if argv[:1] == ["admin"]:
+        from nexus import admin
+
+        return admin.main(argv[1:])
     if argv[:1] == ["smoke"]:
         from nexus import smoke
 
@@ -196,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p_tok.add_argument("--ttl", type=int, default=3600)
     p_tok.set_defaults(func=cmd_token)
     sub.add_parser("db", help="migrate | verify | smoke | lint")
+    sub.add_parser("admin", help="operator changes: member | net | skill | certify (audited)")
     sub.add_parser("smoke", help="the runbook's phase 6 checks against a running stack (see nexus/smoke.py)")
     sub.add_parser("webhook", help="webhook test --url U: a signed join and leave (see nexus/webhook_test.py)")
     args = parser.parse_args(argv)

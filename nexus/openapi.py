@@ -132,6 +132,18 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("handle-rescue-request", "POST", "Launch a rescue flare to every medic and rescuer (scout+)",
               {202: "functions.notifications.rescue:FlareLaunched"}, "functions.notifications.rescue:FlareBody",
               errors=(*MEMBER_ERRORS, 429)),
+    Operation("member-admin", "POST", "Change a member's rank and roles, audited; LiveKit follows (founder+)",
+              {200: "functions.member_admin.app:MemberChanged"}, "functions.member_admin.app:MemberChange",
+              errors=(*MEMBER_ERRORS, 404),
+              unstated_rules={
+                  "body": "give `rank`, or at least one role in `addRoles` or `removeRoles`.",
+                  "roles": "a role cannot be both added and removed (names compare case-insensitively, `brig` is "
+                           "`brigged`)."},
+              description="Only members strictly below the caller, never to the caller's rank or above, never "
+                          "oneself; a brigged caller changes nothing. Role names match case-insensitively and are "
+                          "stored as `brigged`, `Medic`, `Rescue` (`brig` is `brigged`) or as first written. The "
+                          "change is applied to LiveKit before the answer when it can be within the inline budget "
+                          "(`livekit.pending` false); otherwise the schedule applies it."),
     Operation("health", "GET", "Database, migration contract, LiveKit and configuration status",
               {200: "functions.health.app:HealthReport"}, errors=(401, 403, *COMMON_ERRORS),
               security="memberTokenOrServiceKey",

@@ -91,6 +91,10 @@ FUNCTIONS: dict[str, Package] = {
     "PushFanoutFunction": Package("functions.notifications.fanout.handler",
                                   ("functions/notifications/fanout.py", "functions/notifications/delivery.py"),
                                   ("pywebpush",)),
+    # Both reach LiveKit through the standard library (Twirp JSON), never livekit-api.
+    "MemberAdminFunction": Package("functions.member_admin.app.handler", ("functions/member_admin/app.py",), HTTP),
+    "LiveKitAccessSyncFunction": Package("functions.member_admin.sync.handler", ("functions/member_admin/sync.py",),
+                                         ("pyjwt",)),
     # health compares the shipped migrations with the database's history, and
     # their fingerprint (computed here, from a replay) with the database's objects.
     "HealthFunction": Package("functions.health.app.handler", ("functions/health/app.py",), HTTP,

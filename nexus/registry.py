@@ -17,6 +17,7 @@ HTTP_FUNCTIONS: dict[str, str] = {
     "notifications-subscribe": "functions.notifications.subscribe:app",
     "handle-rescue-request": "functions.notifications.rescue:app",
     "health": "functions.health.app:app",
+    "member-admin": "functions.member_admin.app:app",
 }
 
 # name -> (handler path, interval in seconds) for `make dev`'s timers
@@ -25,6 +26,7 @@ SCHEDULED_FUNCTIONS: dict[str, tuple[str, int]] = {
     "livekit-webhook-worker": ("functions.livekit_webhook.worker:handler", 60),
     "presence-reconciler": ("functions.livekit_webhook.reconciler:handler", 300),
     "push-fanout": ("functions.notifications.fanout:handler", 60),
+    "livekit-access-sync": ("functions.member_admin.sync:handler", 60),
 }
 
 

@@ -19,6 +19,9 @@ Checks, each printed as PASS / FAIL / SKIP with what was seen:
                  with a database URL, a LiveKit server that answers and the `livekit` client
                  package, a real client joins and leaves and the server's own webhooks must
                  open and close its voice_presence row
+  member-admin   refusals answer and write nothing: a scout may not change members, a
+                 founder not themselves; on a local stack the founder also gives the
+                 vagrant a role and takes it back (two audit rows)
 
 Who the checks act as. Against `make dev` (a loopback URL) the demo members of
 nexus/seed.py sign in with tokens made from `.data/dev.env`, which also gives
@@ -57,13 +60,13 @@ from urllib.parse import urlsplit
 RANKS = ("vagrant", "scout", "voyager", "founder", "pioneer")
 WHO = (*RANKS, "guide", "medic")
 FUNCTIONS = ("livekit-token", "livekit-webhook", "net-bridge", "academy-request", "academy-accept",
-             "notifications-subscribe", "handle-rescue-request", "health")
+             "notifications-subscribe", "handle-rescue-request", "health", "member-admin")
 # template.yaml's Outputs, as `sam list stack-outputs` or `aws cloudformation describe-stacks` print them.
 OUTPUTS = {
     "LiveKitTokenUrl": "livekit-token", "LiveKitWebhookUrl": "livekit-webhook", "NetBridgeUrl": "net-bridge",
     "AcademyRequestUrl": "academy-request", "AcademyAcceptUrl": "academy-accept",
     "NotificationsSubscribeUrl": "notifications-subscribe", "RescueRequestUrl": "handle-rescue-request",
-    "HealthUrl": "health",
+    "HealthUrl": "health", "MemberAdminUrl": "member-admin",
 }
 TIMEOUT = 15.0
 
@@ -473,6 +476,32 @@ def _webhook_through_server(stack: Stack) -> str:
     return "; a real client's join and leave, reported by the LiveKit server's own webhooks, did too"
 
 
+def _subject(token: str) -> str:
+    """The `sub` of a member token (read, not verified: the endpoint verifies it)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+
+
+def check_member_admin(stack: Stack) -> str:
+    founder, scout, vagrant = (token_for(stack, who) for who in ("founder", "scout", "vagrant"))
+    target = _subject(vagrant)
+    status, _, body = call(stack, "member-admin", token=scout,
+                           body={"userId": target, "addRoles": ["Smoke"], "reason": "nexus smoke"})
+    expect(status == 403 and body.get("error") == "INSUFFICIENT_CLEARANCE", f"a scout's change: {status}: {body}")
+    status, _, body = call(stack, "member-admin", token=founder,
+                           body={"userId": _subject(founder), "rank": "vagrant", "reason": "nexus smoke"})
+    expect(status == 403 and body.get("error") == "FORBIDDEN", f"a founder changing themselves: {status}: {body}")
+    detail = "a scout's change and a founder's change to themselves refused"
+    if not stack.local:
+        return detail + " (no change made on a deployed stack)"
+    for change in ({"addRoles": ["Smoke"]}, {"removeRoles": ["smoke"]}):
+        status, _, body = call(stack, "member-admin", token=founder,
+                               body={"userId": target, "reason": "nexus smoke", **change})
+        expect(status == 200 and "Smoke" not in body.get("roles", []) if "removeRoles" in change
+               else status == 200 and "Smoke" in body.get("roles", []), f"{change}: {status}: {body}")
+    return detail + "; the founder gave the vagrant a role and took it back"
+
+
 # -- running ----------------------------------------------------------------------------------
 
 def run(stack: Stack, *, flare: bool, out: Callable[[str], None] = print) -> list[Result]:
@@ -484,6 +513,7 @@ def run(stack: Stack, *, flare: bool, out: Callable[[str], None] = print) -> lis
         ("6.3 push", lambda s: check_push(s, flare)),
         ("6.4 bridging", check_bridging),
         ("4.2 webhook presence", check_webhook),
+        ("member-admin", check_member_admin),
     ]
     results: list[Result] = []
     for name, check in checks:

@@ -104,6 +104,13 @@ class Settings(BaseModel):
     # handle-rescue-request delivers its own flare inline for at most this long
     # (0: leave it to the fan-out schedule).
     PUSH_INLINE_BUDGET_SECONDS: float = Field(3.0, ge=0, le=20)
+    # member-admin applies its own change to LiveKit inline for at most this
+    # long (0: leave it to the livekit-access-sync schedule); the webhook's
+    # join correction uses the same budget. Failed jobs back off up to the max.
+    LIVEKIT_ACCESS_INLINE_BUDGET_SECONDS: float = Field(2.0, ge=0, le=10)
+    LIVEKIT_ACCESS_SYNC_BATCH: int = Field(50, ge=1, le=500)
+    LIVEKIT_ACCESS_RETRY_BASE_SECONDS: int = Field(5, ge=1, le=300)
+    LIVEKIT_ACCESS_RETRY_MAX_SECONDS: int = Field(60, ge=1, le=3600)
     # push-fanout forgets finished deliveries, and notifications read or
     # finished, older than this.
     PUSH_RETENTION_DAYS: int = Field(30, ge=1, le=3650)

@@ -27,13 +27,21 @@ Every outcome maps onto something a caller can act on:
 Each call runs on its own short-lived event loop and HTTP session, so the
 facade is safe from any synchronous code (Lambda handlers, threads). Tests
 point `url` at tests/peers/livekit_twirp.py, a loopback fake of the service.
+
+The participant calls HTTP functions make inline (`participants`,
+`update_participant`, `remove_participant`: member-admin and the webhook's
+join check) speak Twirp's JSON form over the standard library instead, so
+livekit.api, aiohttp and protobuf stay off those functions' import path.
+The server accepts snake_case or camelCase keys and answers snake_case with
+defaults included (twirp v8 as livekit-server configures it); both are read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 T = TypeVar("T")
@@ -71,6 +79,17 @@ class Participant:
     name: str = ""
     state: str = ""
     joined_at: int = 0  # epoch seconds, as LiveKit reports it
+
+
+@dataclass(frozen=True)
+class ParticipantState:
+    """A participant as ListParticipants reports it, with what decides their rights."""
+
+    sid: str
+    identity: str
+    metadata: str = ""
+    # ParticipantPermission in camelCase: canSubscribe, canPublish, canPublishData, canPublishSources (names)
+    permission: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,6 +181,71 @@ class RoomServiceClient:
 
         return self._run(call)
 
+    # -- participant calls over Twirp JSON (no livekit.api) ---------------------
+
+    def participants(self, room: str, *, timeout: float | None = None) -> list[ParticipantState]:
+        """Who LiveKit has in `room` now, with permission and metadata ([] for an unknown room)."""
+        try:
+            answer = self._twirp_json("ListParticipants", room, {"room": room}, timeout)
+        except RoomNotFound:
+            return []
+        return [ParticipantState(str(p.get("sid") or ""), str(p.get("identity") or ""), str(p.get("metadata") or ""),
+                                 _permission(p.get("permission") or {}))
+                for p in answer.get("participants") or ()]
+
+    def update_participant(self, room: str, identity: str, *, permission: dict[str, Any], metadata: str,
+                           timeout: float | None = None) -> bool:
+        """Set a connected participant's permission (whole) and metadata in place.
+        False if LiveKit no longer has them (Twirp not_found)."""
+        body = {"room": room, "identity": identity, "metadata": metadata, "permission": {
+            "can_subscribe": bool(permission.get("canSubscribe")),
+            "can_publish": bool(permission.get("canPublish")),
+            "can_publish_data": bool(permission.get("canPublishData")),
+            "can_publish_sources": [s.upper() for s in permission.get("canPublishSources") or ()],
+            "can_update_metadata": False,
+        }}
+        try:
+            self._twirp_json("UpdateParticipant", room, body, timeout)
+        except RoomNotFound:
+            return False
+        return True
+
+    def remove_participant(self, room: str, identity: str, *, timeout: float | None = None) -> bool:
+        """Disconnect a participant. Idempotent: False if LiveKit no longer has them."""
+        try:
+            self._twirp_json("RemoveParticipant", room, {"room": room, "identity": identity}, timeout)
+        except RoomNotFound:
+            return False
+        return True
+
+    def _twirp_json(self, method: str, room: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        import socket
+        import urllib.error
+        import urllib.request
+
+        from shared.livekit_tokens import mint_service_token
+
+        token = mint_service_token(api_key=self.api_key, api_secret=self.api_secret,
+                                   video={"roomAdmin": True, "room": room}, ttl_seconds=300)
+        base = self.url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+        request = urllib.request.Request(
+            f"{base}/twirp/livekit.RoomService/{method}", data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        limit = max(0.05, min(self.timeout, timeout if timeout is not None else self.timeout))
+        try:
+            with _NO_PROXY.open(request, timeout=limit) as reply:
+                return json.loads(reply.read(1 << 20) or b"{}")
+        except urllib.error.HTTPError as e:
+            try:
+                code = str(json.loads(e.read(4096) or b"{}").get("code") or "unknown")
+            except ValueError:
+                code = "unknown"
+            if code == "not_found":
+                raise RoomNotFound(room) from None
+            raise LiveKitUnavailable(f"LiveKit answered {e.code} {code}", status=e.code, code=code) from None
+        except (urllib.error.URLError, socket.timeout, TimeoutError, OSError, ValueError) as e:
+            raise LiveKitUnavailable(f"LiveKit unreachable: {type(e).__name__}") from None
+
     # -- plumbing --------------------------------------------------------------
 
     async def _rooms(self, lk: Any, names: list[str]) -> list[RoomInfo]:
@@ -233,6 +317,37 @@ class RoomServiceClient:
                 await lk.aclose()
 
         return asyncio.run(main())
+
+
+def _permission(raw: dict[str, Any]) -> dict[str, Any]:
+    """ParticipantPermission from Twirp JSON (either key style) in camelCase; absent means false."""
+    def get(camel: str, snake: str) -> Any:
+        return raw.get(camel, raw.get(snake))
+
+    sources = get("canPublishSources", "can_publish_sources") or []
+    names = {0: "UNKNOWN", 1: "CAMERA", 2: "MICROPHONE", 3: "SCREEN_SHARE", 4: "SCREEN_SHARE_AUDIO"}
+    return {
+        "canSubscribe": bool(get("canSubscribe", "can_subscribe")),
+        "canPublish": bool(get("canPublish", "can_publish")),
+        "canPublishData": bool(get("canPublishData", "can_publish_data")),
+        "canPublishSources": sorted(names.get(s, str(s)) if isinstance(s, int) else str(s).upper() for s in sources),
+    }
+
+
+class _NoProxy:
+    """An opener that ignores *_proxy environment variables (LiveKit is reached directly)."""
+
+    _opener: Any = None
+
+    def open(self, request: Any, timeout: float) -> Any:
+        import urllib.request
+
+        if self._opener is None:
+            self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        return self._opener.open(request, timeout=timeout)
+
+
+_NO_PROXY = _NoProxy()
 
 
 def list_participants(room: str) -> list[Participant]:

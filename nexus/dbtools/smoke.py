@@ -80,7 +80,7 @@ def _sqlstate(e) -> str:
 
 
 def _tables(conn, schemas):
-    """(schema, table, relkind, insertable columns, column to update as service_role, as anon)."""
+    """(schema, table, relkind, insertable columns, column to update as service_role, as anon, append-only)."""
     return conn.execute("""
         SELECT n.nspname, c.relname, c.relkind::text,
                array(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
@@ -90,7 +90,8 @@ def _tables(conn, schemas):
                 ORDER BY has_column_privilege('service_role', c.oid, a.attnum, 'UPDATE') DESC, a.attnum LIMIT 1),
                (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
                   AND NOT a.attisdropped AND a.attgenerated = '' AND a.attidentity <> 'a'
-                ORDER BY has_column_privilege('anon', c.oid, a.attnum, 'UPDATE') DESC, a.attnum LIMIT 1)
+                ORDER BY has_column_privilege('anon', c.oid, a.attnum, 'UPDATE') DESC, a.attnum LIMIT 1),
+               coalesce(obj_description(c.oid, 'pg_class'), '') LIKE 'Append-only%%'
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm')
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
@@ -98,7 +99,7 @@ def _tables(conn, schemas):
 
 
 def _table_probes(s: _Session, schema: str, table: str, kind: str, columns: list[str],
-                  sr_column: str | None, anon_column: str | None) -> list[Probe]:
+                  sr_column: str | None, anon_column: str | None, append_only: bool = False) -> list[Probe]:
     name = f"{schema}.{table}"
     rel = f"{_q(schema)}.{_q(table)}"
     out: list[Probe] = []
@@ -117,7 +118,11 @@ def _table_probes(s: _Session, schema: str, table: str, kind: str, columns: list
     failed = []
     for op, sql in statements.items():
         _, err = s.attempt(sql, "service_role")
-        if err is not None:
+        # an append-only table (its comment says so) must refuse the service role's update and delete
+        if append_only and op in ("update", "delete"):
+            if _sqlstate(err) != "42501":
+                failed.append(f"{op} (allowed on an append-only table)")
+        elif err is not None:
             failed.append(f"{op} ({_sqlstate(err)}: {str(err).splitlines()[0]})")
     out.append(Probe(not failed, name, "service_role " + ("could not " + "; ".join(failed) if failed
                                                         else "round trip: " + "/".join(statements))))

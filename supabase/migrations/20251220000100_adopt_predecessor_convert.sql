@@ -65,8 +65,7 @@ BEGIN
   -- Role names in the spelling first written (oldest profile first).
   CREATE TEMP TABLE adopt_role_spelling ON COMMIT DROP AS
   SELECT DISTINCT ON (lower(btrim(x))) lower(btrim(x)) AS key,
-         CASE lower(btrim(x)) WHEN 'brig' THEN 'brigged' WHEN 'brigged' THEN 'brigged'
-                              WHEN 'medic' THEN 'Medic' WHEN 'rescue' THEN 'Rescue' ELSE btrim(x) END AS spelling
+         public.canonical_role(x) AS spelling  -- member-admin's spellings; others as first written
   FROM adopt_profiles p
   CROSS JOIN LATERAL jsonb_array_elements_text(
     CASE WHEN jsonb_typeof(p.j -> 'roles') = 'array' THEN p.j -> 'roles' ELSE '[]'::jsonb END)

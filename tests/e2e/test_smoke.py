@@ -35,9 +35,10 @@ def test_every_phase_6_check_passes_against_the_dev_stack(dev_stack):
     names = " ".join(checks)
     for expected in ("health", "6.1 token vagrant", "6.1 token scout", "6.1 token founder", "6.1 no token",
                      "6.2 academy", "6.3 subscribe", "6.3 flare", "6.3 unsubscribe", "6.4 bridging",
-                     "4.2 webhook presence"):
+                     "4.2 webhook presence", "member-admin"):
         assert expected in names, expected
     assert "received and decrypted" in names and "voice_presence shows the session" in names
+    assert "gave the vagrant a role and took it back" in names
     assert lines[-1] == f"smoke: {len(checks)} passed, 0 failed, 0 skipped"
 
     # And a second run right away is still green: the rate-limited flare and the

@@ -259,6 +259,27 @@ MATRIX: dict[str, Table] = {
         update="expires_at = expires_at + interval '1 minute'",
         allowed={"owner": "select", "service_role": ALL},
     ),
+    "public.admin_audit": Table(
+        key=("id",),
+        row=lambda a: (a.one("INSERT INTO public.admin_audit (actor, actor_label, action, member_id, after, reason) "
+                             "VALUES ('operator', 'matrix', 'member.change', %s, '{}', 'matrix') RETURNING id",
+                             (a.owner,)),),
+        insert=lambda a: ("INSERT INTO public.admin_audit (actor, actor_label, action, member_id, after, reason) "
+                          "VALUES ('operator', 'matrix', 'member.change', %s, '{}', 'injected')", (a.owner,)),
+        update="reason = 'rewritten'",
+        # Founders and pioneers read the trail (`other` is a founder, the owner a scout, the row about
+        # the owner); the service role appends; nobody rewrites or removes it.
+        allowed={"other": "select", "service_role": "select insert"},
+    ),
+    "nexus_private.livekit_access_jobs": Table(
+        key=("id",),
+        row=lambda a: (a.one("INSERT INTO nexus_private.livekit_access_jobs (user_id, cause) "
+                             "VALUES (%s, 'profile') RETURNING id", (a.user(),)),),
+        insert=lambda a: ("INSERT INTO nexus_private.livekit_access_jobs (user_id, cause) VALUES (%s, 'profile')",
+                          (a.user(),)),
+        update="last_error = 'matrix'",
+        allowed=_service_only(),
+    ),
 }
 
 

@@ -20,7 +20,15 @@ a LiveKit server checks and nothing is stubbed on the client side:
   with its LocalStore/RedisStore): ListParticipants -> an empty list, exactly
   as for an empty room (only ListRooms tells a room is gone); DeleteRoom ->
   404 `not_found` ("requested room does not exist"); RemoveParticipant ->
-  404 `not_found` ("participant does not exist").
+  404 `not_found` ("participant not found", from the room store);
+  UpdateParticipant of an identity the room does not hold -> 404 `not_found`
+  ("participant does not exist");
+- UpdateParticipant as the server applies it (pkg/service/roommanager.go):
+  a non-empty `metadata` replaces the metadata, a present `permission`
+  replaces the whole permission (SetPermission); the answer is the
+  participant. `participant_updates` records each change in order;
+- JSON answers as twirp v8 writes them for livekit-server: proto field names
+  (snake_case), defaults included, enums by name.
 
 Usage:
 
@@ -59,6 +67,9 @@ class FakeParticipant:
     name: str = ""
     metadata: str = ""
     joined_at: int = field(default_factory=lambda: int(time.time()))
+    # ParticipantPermission as protobuf field names, e.g. {"can_publish": True,
+    # "can_publish_sources": ["MICROPHONE"]}; absent fields are false
+    permission: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +114,8 @@ class LiveKitTwirpFake:
         self.port = port or _free_port()
         self.rooms: dict[str, FakeRoom] = {}
         self.calls: list[Call] = []
+        # (room, identity, permission dict, metadata) per applied UpdateParticipant
+        self.participant_updates: list[tuple[str, str, dict[str, Any], str]] = []
         self.down: str | None = None  # None, "refuse" (connection refused) or "503"
         self.delay: float = 0.0       # seconds before answering (timeouts)
         self._lock = threading.RLock()
@@ -137,6 +150,11 @@ class LiveKitTwirpFake:
         with self._lock:
             if room in self.rooms:
                 self.rooms[room].participants.pop(sid, None)
+
+    def participant(self, room: str, identity: str) -> FakeParticipant | None:
+        with self._lock:
+            r = self.rooms.get(room)
+            return next((p for p in (r.participants.values() if r else ()) if p.identity == identity), None)
 
     def calls_to(self, method: str) -> list[Call]:
         with self._lock:
@@ -215,6 +233,7 @@ class LiveKitTwirpFake:
             "DeleteRoom": (proto.DeleteRoomRequest, "roomCreate"),
             "ListParticipants": (proto.ListParticipantsRequest, "roomAdmin"),
             "RemoveParticipant": (proto.RoomParticipantIdentity, "roomAdmin"),
+            "UpdateParticipant": (proto.UpdateParticipantRequest, "roomAdmin"),
         }
         grants: dict[str, Any] = {}
         room_name: str | None = None
@@ -240,7 +259,9 @@ class LiveKitTwirpFake:
 
             with self._lock:
                 reply = self._dispatch(method, req, proto, models)
-            out = json_format.MessageToJson(reply).encode() if is_json else reply.SerializeToString()
+            out = (json_format.MessageToJson(reply, preserving_proto_field_name=True,
+                                             always_print_fields_with_no_presence=True).encode()
+                   if is_json else reply.SerializeToString())
             ctype = "application/json" if is_json else "application/protobuf"
             return 200, ctype, out
         except _TwirpError as e:
@@ -264,20 +285,39 @@ class LiveKitTwirpFake:
         if method == "ListParticipants":
             # the store keeps participants per room name: none kept, an empty answer
             return proto.ListParticipantsResponse(participants=[
-                models.ParticipantInfo(sid=p.sid, identity=p.identity, name=p.name, metadata=p.metadata,
-                                       joined_at=p.joined_at, state=models.ParticipantInfo.State.ACTIVE)
-                for p in (room.participants.values() if room else ())])
+                self._participant_message(p, models) for p in (room.participants.values() if room else ())])
         if method == "DeleteRoom":
             if room is None:
                 raise _TwirpError(404, "not_found", "requested room does not exist")
             del self.rooms[req.room]
             return proto.DeleteRoomResponse()
+        if method == "UpdateParticipant":
+            from google.protobuf import json_format
+
+            p = next((p for p in (room.participants.values() if room else ()) if p.identity == req.identity), None)
+            if p is None:
+                raise _TwirpError(404, "not_found", "participant does not exist")
+            if req.metadata:
+                p.metadata = req.metadata
+            if req.HasField("permission"):
+                p.permission = json_format.MessageToDict(req.permission, preserving_proto_field_name=True)
+            self.participant_updates.append((req.room, req.identity, dict(p.permission), p.metadata))
+            return self._participant_message(p, models)
         # RemoveParticipant
         for sid, p in list(room.participants.items() if room else ()):
             if p.identity == req.identity:
                 del room.participants[sid]
                 return proto.RemoveParticipantResponse()
-        raise _TwirpError(404, "not_found", "participant does not exist")
+        raise _TwirpError(404, "not_found", "participant not found")
+
+    @staticmethod
+    def _participant_message(p: FakeParticipant, models: Any) -> Any:
+        from google.protobuf import json_format
+
+        info = models.ParticipantInfo(sid=p.sid, identity=p.identity, name=p.name, metadata=p.metadata,
+                                      joined_at=p.joined_at, state=models.ParticipantInfo.State.ACTIVE)
+        json_format.ParseDict(p.permission, info.permission)
+        return info
 
     @staticmethod
     def _room_message(r: FakeRoom, models: Any) -> Any:

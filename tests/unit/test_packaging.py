@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAZY = {logical_id: ["psycopg"] for logical_id in package.FUNCTIONS}
 LAZY["PresenceReconcilerFunction"].append("livekit.api")
 LAZY["SimPodExpiryFunction"].append("livekit.api")
+# RoomService over Twirp JSON: urllib and a PyJWT service token, signed when a job runs.
+LAZY["LiveKitAccessSyncFunction"].append("jwt")
 
 PROBE = r"""
 import importlib, importlib.metadata as md, json, sys

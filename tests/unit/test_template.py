@@ -35,6 +35,8 @@ SECRETS = {
     "presence-reconciler": {"LIVEKIT_API_SECRET"},
     "sim-pod-expiry": {"LIVEKIT_API_SECRET"},
     "push-fanout": {"VAPID_PRIVATE_KEY"},
+    "member-admin": {"SUPABASE_JWT_SECRET", "LIVEKIT_API_SECRET"},
+    "livekit-access-sync": {"LIVEKIT_API_SECRET"},
 }
 POLICY_FOR = {
     "DATABASE_URL": "ReadDatabaseUrlPolicy", "SUPABASE_SERVICE_ROLE_KEY": "ReadServiceRoleKeyPolicy",
@@ -138,7 +140,8 @@ def test_dead_jobs_and_dead_lettered_schedules_are_alarmed():
     assert T["Globals"]["Function"]["Environment"]["Variables"]["NEXUS_METRICS_NAMESPACE"] == namespace
     for alarm, metric, function in (("WebhookJobsDeadAlarm", "WebhookJobsDead", "livekit-webhook-worker"),
                                     ("PushDeadAlarm", "PushDead", "push-fanout"),
-                                    ("SimPodsDeferredAlarm", "SimPodsDeferred", "sim-pod-expiry")):
+                                    ("SimPodsDeferredAlarm", "SimPodsDeferred", "sim-pod-expiry"),
+                                    ("LiveKitAccessDeferredAlarm", "LiveKitAccessDeferred", "livekit-access-sync")):
         p = RESOURCES[alarm]["Properties"]
         assert (p["Namespace"], p["MetricName"], p["Dimensions"][0]["Value"]) == (namespace, metric, function)
     dlq = RESOURCES["ScheduleDeadLetterAlarm"]["Properties"]

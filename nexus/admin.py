@@ -1,0 +1,129 @@
+"""`nexus admin`: operator changes for a project where no founder exists yet.
+
+  nexus admin member USER [--rank R] [--add-role X] [--remove-role X] --reason TEXT
+  nexus admin net create|set CODE [--label L] [--join R] [--rx R] [--tx R]
+  nexus admin skill add NAME
+  nexus admin certify USER SKILL
+
+Every command reads DATABASE_URL and calls the same SQL function the HTTP
+path does, so the rules, the audit row and the LiveKit access job are the
+same; the audit records the actor as `operator` with the `--as NAME` label
+(default: $USER). USER is a member's id or their email. The change reaches
+LiveKit through the `livekit-access-sync` schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import uuid
+from typing import Any
+
+RANKS = ["vagrant", "scout", "voyager", "founder", "pioneer"]
+
+
+def _connect() -> Any:
+    import psycopg
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        raise SystemExit("nexus admin: DATABASE_URL is not set")
+    return psycopg.connect(url, autocommit=True, prepare_threshold=None)
+
+
+def _member_id(conn: Any, user: str) -> str | None:
+    try:
+        return str(uuid.UUID(user))
+    except ValueError:
+        row = conn.execute("SELECT id FROM auth.users WHERE lower(email) = lower(%s)", (user,)).fetchone()
+        return str(row[0]) if row else None
+
+
+def _call(conn: Any, function: str, **args: Any) -> dict[str, Any]:
+    from psycopg.types.json import Jsonb
+
+    named = ", ".join(f"{k} => %({k})s" for k in args)
+    params = {k: (Jsonb(v) if isinstance(v, (list, dict)) else v) for k, v in args.items()}
+    return conn.execute(f"SELECT public.{function}({named})", params).fetchone()[0]
+
+
+def _finish(result: dict[str, Any]) -> int:
+    print(json.dumps(result, indent=2, default=str))
+    return 1 if "error" in result else 0
+
+
+def cmd_member(conn: Any, args: argparse.Namespace) -> int:
+    member = _member_id(conn, args.user)
+    if member is None:
+        return _finish({"error": "MEMBER_NOT_FOUND", "user": args.user})
+    if args.rank is None and not args.add_role and not args.remove_role:
+        print("nexus admin member: give --rank, --add-role or --remove-role", file=sys.stderr)
+        return 2
+    return _finish(_call(conn, "member_admin_change", p_actor_id=None, p_member_id=member, p_rank=args.rank,
+                         p_add_roles=args.add_role, p_remove_roles=args.remove_role, p_reason=args.reason,
+                         p_operator=args.as_name))
+
+
+def cmd_net(conn: Any, args: argparse.Namespace) -> int:
+    return _finish(_call(conn, "admin_net_upsert", p_actor_id=None, p_operator=args.as_name, p_code=args.code,
+                         p_create=args.action == "create", p_label=args.label, p_join=args.join, p_rx=args.rx,
+                         p_tx=args.tx, p_reason=args.reason))
+
+
+def cmd_skill(conn: Any, args: argparse.Namespace) -> int:
+    return _finish(_call(conn, "admin_skill_add", p_actor_id=None, p_operator=args.as_name, p_name=args.name,
+                         p_reason=args.reason))
+
+
+def cmd_certify(conn: Any, args: argparse.Namespace) -> int:
+    member = _member_id(conn, args.user)
+    if member is None:
+        return _finish({"error": "MEMBER_NOT_FOUND", "user": args.user})
+    return _finish(_call(conn, "admin_certify", p_actor_id=None, p_operator=args.as_name, p_member_id=member,
+                         p_skill=args.skill, p_reason=args.reason))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="nexus admin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--as", dest="as_name", default=None, help="operator label for the audit (default: $USER)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_member = sub.add_parser("member", parents=[common], help="change a member's rank or roles")
+    p_member.add_argument("user", help="member id or email")
+    p_member.add_argument("--rank", choices=RANKS)
+    p_member.add_argument("--add-role", action="append", default=[])
+    p_member.add_argument("--remove-role", action="append", default=[])
+    p_member.add_argument("--reason", required=True)
+    p_member.set_defaults(func=cmd_member)
+
+    p_net = sub.add_parser("net", parents=[common], help="create a voice net or change one")
+    p_net.add_argument("action", choices=["create", "set"])
+    p_net.add_argument("code")
+    p_net.add_argument("--label")
+    p_net.add_argument("--join", choices=RANKS)
+    p_net.add_argument("--rx", choices=RANKS)
+    p_net.add_argument("--tx", choices=RANKS)
+    p_net.add_argument("--reason")
+    p_net.set_defaults(func=cmd_net)
+
+    p_skill = sub.add_parser("skill", parents=[common], help="add a skill")
+    p_skill.add_argument("action", choices=["add"])
+    p_skill.add_argument("name")
+    p_skill.add_argument("--reason")
+    p_skill.set_defaults(func=cmd_skill)
+
+    p_cert = sub.add_parser("certify", parents=[common], help="certify a member as a guide for a skill")
+    p_cert.add_argument("user", help="member id or email")
+    p_cert.add_argument("skill", help="skill name")
+    p_cert.add_argument("--reason")
+    p_cert.set_defaults(func=cmd_certify)
+
+    args = parser.parse_args(argv)
+    args.as_name = args.as_name or os.environ.get("USER") or getpass.getuser() or "operator"
+    with _connect() as conn:
+        return args.func(conn, args)

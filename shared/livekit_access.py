@@ -1,0 +1,181 @@
+"""LiveKit follows the database: connected members get their current rights.
+
+A change to a member's rank or roles, or to a net's thresholds, queues a job
+in the same transaction (triggers in 20251218000100_member_admin_functions.sql);
+so does a `participant_joined` whose permission exceeds current rights. A job
+never replays a change: applying it reads the member's rights *now* and makes
+LiveKit match, so jobs applied late, twice or out of order end in the same place.
+
+Per job, for each room (the job's room, or every room where voice_presence has
+the member open), LiveKit's own participant list is the truth:
+- a participant who may no longer join is removed (RemoveParticipant);
+- one whose permission or metadata differs from current rights is updated in
+  place (UpdateParticipant: subscribe, publish microphone only, data, and
+  metadata `{userId, rank}`), without reconnecting;
+- anyone else is left alone.
+
+Used inline by member-admin (its own change, within a time budget) and by the
+webhook (a join to correct), and by the `livekit-access-sync` schedule for
+everything else, with backoff while LiveKit is down. Only the standard library
+talks to LiveKit here (shared/livekit_rooms.py's Twirp JSON calls).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import db
+from shared.livekit_rooms import LiveKitError, ParticipantState, RoomServiceClient
+
+log = logging.getLogger("nexus.livekit_access")
+
+VOICE_SOURCES = ["MICROPHONE"]
+
+
+def desired_permission(rights: dict[str, Any]) -> dict[str, Any]:
+    """The ParticipantPermission a member should hold now (as livekit-token would mint it)."""
+    publish = bool(rights.get("canPublish"))
+    return {
+        "canSubscribe": bool(rights.get("canSubscribe")),
+        "canPublish": publish,
+        "canPublishData": bool(rights.get("canPublishData")),
+        "canPublishSources": list(VOICE_SOURCES) if publish else [],
+    }
+
+
+def desired_metadata(rights: dict[str, Any]) -> str:
+    return json.dumps({"userId": str(rights["userId"]), "rank": rights["rank"]}, separators=(",", ":"))
+
+
+def _metadata_matches(current: str, rights: dict[str, Any]) -> bool:
+    try:
+        parsed = json.loads(current) if current else {}
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("rank") == rights["rank"] \
+        and str(parsed.get("userId")) == str(rights["userId"])
+
+
+def _permission_matches(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    if not wanted["canPublish"]:
+        current = {**current, "canPublishSources": []}  # sources mean nothing without publish
+    return all(current.get(k) == v for k, v in wanted.items())
+
+
+def _member_id(identity: str) -> str | None:
+    try:
+        return str(uuid.UUID(identity))
+    except ValueError:
+        return None  # bots, egress, anything that is not one of our members
+
+
+@dataclass
+class SyncSummary:
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    outcomes: Counter = field(default_factory=Counter)  # removed, updated, unchanged
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"claimed": self.claimed, "done": self.done, "failed": self.failed,
+                "removed": self.outcomes["removed"], "updated": self.outcomes["updated"],
+                "unchanged": self.outcomes["unchanged"]}
+
+
+class AccessSync:
+    """Claims access jobs, brings LiveKit in line for each, reports what happened."""
+
+    def __init__(self, rooms: RoomServiceClient, worker: str | None = None, *,
+                 lease_seconds: int = 60, retry_base_seconds: int = 5, retry_cap_seconds: int = 60):
+        self.rooms = rooms
+        self.worker = worker or f"access-{uuid.uuid4().hex[:12]}"
+        self.lease_seconds = lease_seconds
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_cap_seconds = retry_cap_seconds
+
+    def run(self, *, deadline: float, job_ids: list[int] | None = None, batch: int = 50) -> SyncSummary:
+        """Apply due jobs (or exactly `job_ids`) until none are left or `deadline` (monotonic) passes.
+        The first LiveKit failure ends the run: the rest are handed back for a later retry."""
+        summary = SyncSummary()
+        while time.monotonic() < deadline:
+            claimed = db.call("livekit_access_jobs_claim", p_worker=self.worker, p_limit=batch,
+                              p_lease_seconds=self.lease_seconds, p_job_ids=job_ids)["jobs"]
+            summary.claimed += len(claimed)
+            if not claimed:
+                break
+            done: list[int] = []
+            failed: list[int] = []
+            error: str | None = None
+            for job in claimed:
+                if error is not None or time.monotonic() >= deadline:
+                    failed.append(job["id"])
+                    continue
+                try:
+                    self._apply(job, deadline, summary.outcomes)
+                    done.append(job["id"])
+                except LiveKitError as e:
+                    error = f"{type(e).__name__}: {e}"
+                    failed.append(job["id"])
+            report = db.call("livekit_access_jobs_report", p_worker=self.worker, p_done=done, p_failed=failed,
+                             p_error=error or "deadline reached before the job ran",
+                             p_retry_base_seconds=self.retry_base_seconds,
+                             p_retry_cap_seconds=self.retry_cap_seconds)
+            summary.done += report["done"]
+            summary.failed += len(failed)
+            if error is not None:
+                log.warning("LiveKit did not answer; access jobs stay queued with backoff",
+                            extra={"function": "livekit-access-sync", "reason": error[:200]})
+                break
+            if job_ids is not None or failed:
+                break
+        return summary
+
+    def _apply(self, job: dict[str, Any], deadline: float, outcomes: Counter) -> None:
+        only = str(job["userId"]) if job.get("userId") else None
+        found: list[tuple[str, ParticipantState]] = []
+        for room in job["rooms"]:
+            for p in self.rooms.participants(room, timeout=self._left(deadline)):
+                member = _member_id(p.identity)
+                if member is not None and (only is None or member == only):
+                    found.append((room, p))
+        if not found:
+            return
+        rights = db.call("livekit_access_rights",
+                         p_pairs=[{"userId": _member_id(p.identity), "room": room} for room, p in found])
+        for (room, p), r in zip(found, rights):
+            if not r["canJoin"]:
+                self.rooms.remove_participant(room, p.identity, timeout=self._left(deadline))
+                outcomes["removed"] += 1
+                continue
+            wanted = desired_permission(r)
+            if _permission_matches(p.permission, wanted) and _metadata_matches(p.metadata, r):
+                outcomes["unchanged"] += 1
+                continue
+            self.rooms.update_participant(room, p.identity, permission=wanted, metadata=desired_metadata(r),
+                                          timeout=self._left(deadline))
+            outcomes["updated"] += 1
+
+    @staticmethod
+    def _left(deadline: float) -> float:
+        return max(0.05, deadline - time.monotonic())
+
+
+def apply_now(job_ids: list[int], budget_seconds: float, settings: Any) -> SyncSummary | None:
+    """The inline pass (member-admin, the webhook's join check): these jobs, within the budget.
+    Never raises: whatever is not applied stays queued for the schedule."""
+    if budget_seconds <= 0 or not job_ids:
+        return None
+    try:
+        sync = AccessSync(RoomServiceClient.from_settings(),
+                          retry_base_seconds=settings.LIVEKIT_ACCESS_RETRY_BASE_SECONDS,
+                          retry_cap_seconds=settings.LIVEKIT_ACCESS_RETRY_MAX_SECONDS)
+        return sync.run(deadline=time.monotonic() + budget_seconds, job_ids=job_ids)
+    except Exception:
+        log.exception("inline LiveKit access pass failed; the schedule will apply it")
+        return None

@@ -1,0 +1,120 @@
+"""A join is checked too: participant_joined carries the permission the token
+granted; one that exceeds the member's current rights (a token minted before a
+brig or a demotion, or for a sim pod that ended) is corrected or removed before
+the webhook answers. LiveKit is the Twirp fake."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from tests.integration.livekit_webhook import events as ev
+from tests.integration.member_admin.conftest import rights_in
+from tests.support import Client
+
+
+@pytest.fixture
+def hook(env, lk):
+    from functions.livekit_webhook.app import app
+
+    return Client(app)
+
+
+def joined(lk, member, room: str, *, publish: bool, rank: str, sources=("MICROPHONE",)) -> dict:
+    """The member is in LiveKit with a token's permission, and LiveKit sends participant_joined for it."""
+    sid = f"PA_{uuid.uuid4().hex[:12]}"
+    perm = {"can_subscribe": True, "can_publish": publish, "can_publish_data": publish,
+            "can_publish_sources": list(sources) if publish else []}
+    lk.add_participant(room, member.id, sid=sid, permission=perm,
+                       metadata=json.dumps({"userId": member.id, "rank": rank}))
+    now = time.time()  # joined two hours ago: out of the runbook's "last hour" queries other tests run
+    event = ev.participant_event("participant_joined", room, f"RM_{room}", member.id, sid, now, now - 7200,
+                                 metadata={"userId": member.id, "rank": rank})
+    # protojson as the server writes it: camelCase, enum names
+    event["participant"]["permission"] = {"canSubscribe": True, "canPublish": publish, "canPublishData": publish,
+                                          "canPublishSources": list(sources) if publish else []}
+    return event
+
+
+def deliver(hook, event: dict):
+    body, headers = ev.signed(event)
+    return hook.post(raw=body, headers=headers)
+
+
+# Given a scout brigged after their token was minted, when they rejoin with it,
+# then the webhook removes them before it answers.
+def test_a_join_with_a_token_from_before_the_brig_is_removed(hook, sql, lk):
+    scout = sql.member("scout", ["brigged"])
+    net = sql.net()
+    reply = deliver(hook, joined(lk, scout, net, publish=True, rank="scout"))
+    assert reply.status == 200, reply
+    assert rights_in(lk, net, scout) is None
+    assert [c.method for c in lk.calls] == ["ListParticipants", "RemoveParticipant"]
+
+
+# Given a member demoted to vagrant after their token was minted, when they join publishing,
+# then they stay, listening only, with their new rank in the metadata.
+def test_a_join_with_a_token_from_before_a_demotion_is_corrected(hook, sql, lk):
+    vagrant = sql.member("vagrant")
+    net = sql.net(tx="scout")
+    assert deliver(hook, joined(lk, vagrant, net, publish=True, rank="scout")).status == 200
+    assert rights_in(lk, net, vagrant)["publish"] is False
+    assert rights_in(lk, net, vagrant)["subscribe"] is True and rights_in(lk, net, vagrant)["rank"] == "vagrant"
+
+
+# A token allowing every source (not ours: microphone only) is corrected too.
+def test_a_join_allowing_more_than_the_microphone_is_corrected(hook, sql, lk):
+    scout = sql.member("scout")
+    net = sql.net()
+    assert deliver(hook, joined(lk, scout, net, publish=True, rank="scout", sources=())).status == 200
+    assert rights_in(lk, net, scout)["sources"] == ["MICROPHONE"]
+
+
+# A join within current rights costs no call to LiveKit.
+def test_a_join_within_current_rights_is_left_alone(hook, sql, lk):
+    scout = sql.member("scout")
+    net = sql.net()
+    assert deliver(hook, joined(lk, scout, net, publish=True, rank="scout")).status == 200
+    assert lk.calls == []
+
+
+# Sim pods keep their rule: a join after the pod ended is removed the same way.
+def test_a_join_to_a_sim_pod_that_ended_is_removed(hook, sql, lk):
+    cadet, guide = sql.member("scout"), sql.member("voyager")
+    skill = sql.one("INSERT INTO public.skills (name) VALUES (%s) RETURNING id", (f"S {uuid.uuid4().hex[:8]}",))
+    request = sql.one("INSERT INTO public.instruction_requests (skill_id, cadet_id, guide_id, status, accepted_at) "
+                      "VALUES (%s, %s, %s, 'ACCEPTED', now()) RETURNING id", (skill, cadet.id, guide.id))
+    pod = f"sim-pod-{uuid.uuid4().hex}"
+    sql.execute("INSERT INTO public.sim_pods (id, request_id, room_name, cadet_id, guide_id, created_at, expires_at, "
+                "ended_at, end_reason) VALUES (%s, %s, %s, %s, %s, now() - interval '2 hours', "
+                "now() - interval '1 minute', now() - interval '1 minute', 'EXPIRED')",
+                (pod, request, pod, cadet.id, guide.id))
+
+    assert deliver(hook, joined(lk, cadet, pod, publish=True, rank="scout")).status == 200
+    assert rights_in(lk, pod, cadet) is None
+
+
+def test_a_join_to_a_live_sim_pod_is_left_alone(hook, sql, lk):
+    cadet, guide = sql.member("scout"), sql.member("voyager")
+    skill = sql.one("INSERT INTO public.skills (name) VALUES (%s) RETURNING id", (f"S {uuid.uuid4().hex[:8]}",))
+    request = sql.one("INSERT INTO public.instruction_requests (skill_id, cadet_id, guide_id, status, accepted_at) "
+                      "VALUES (%s, %s, %s, 'ACCEPTED', now()) RETURNING id", (skill, cadet.id, guide.id))
+    pod = f"sim-pod-{uuid.uuid4().hex}"
+    sql.execute("INSERT INTO public.sim_pods (id, request_id, room_name, cadet_id, guide_id, expires_at) "
+                "VALUES (%s, %s, %s, %s, %s, now() + interval '1 hour')", (pod, request, pod, cadet.id, guide.id))
+    assert deliver(hook, joined(lk, guide, pod, publish=True, rank="voyager")).status == 200
+    assert lk.calls == [] and rights_in(lk, pod, guide) is not None
+
+
+# With LiveKit down the webhook still answers 200 (the event is durable) and the correction waits queued.
+def test_a_join_to_correct_while_livekit_is_down_is_queued(hook, sql, lk):
+    scout = sql.member("scout", ["brigged"])
+    net = sql.net()
+    event = joined(lk, scout, net, publish=True, rank="scout")
+    lk.set_down("503")
+    assert deliver(hook, event).status == 200
+    assert sql.one("SELECT count(*) FROM nexus_private.livekit_access_jobs WHERE user_id = %s AND room_name = %s "
+                   "AND status = 'pending'", (scout.id, net)) == 1

@@ -1,0 +1,252 @@
+"""LiveKit follows every change, however it is made, through the schedule.
+
+The schedule claims every due job in its database, so this module has a
+database of its own (same cluster, real migrations). LiveKit is the Twirp
+fake; the real-server versions of these cases are in tests/integration/livekit/.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+
+import pytest
+
+from tests import support
+from tests.integration.member_admin.conftest import connect, rights_in
+
+
+@pytest.fixture(scope="module")
+def own_database(pg):
+    from nexus.migrate import prepare_local
+
+    name = f"nexus_access_{uuid.uuid4().hex[:8]}"
+    url = pg.create_database(name)
+    prepare_local(url, log=lambda *_: None)
+    yield url
+    try:
+        pg.drop_database(name)
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def sql(own_database):
+    d = support.Db(own_database)
+    d.execute("DELETE FROM nexus_private.livekit_access_jobs")  # nothing left over from the previous test
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def lk(env, own_database):
+    from shared import config, db
+    from tests.peers.livekit_twirp import LiveKitTwirpFake
+
+    env.setenv("DATABASE_URL", own_database)
+    with LiveKitTwirpFake(support.LIVEKIT_KEY, support.LIVEKIT_SECRET) as fake:
+        env.setenv("LIVEKIT_URL", fake.url)
+        config.get_settings.cache_clear()
+        db.set_database(None)
+        yield fake
+    db.set_database(None)
+
+
+def schedule() -> dict:
+    from functions.member_admin.sync import handler
+
+    return handler({"source": "aws.scheduler"}, None)
+
+
+def pending(sql) -> list[tuple]:
+    return sql.execute("SELECT user_id::text, room_name, last_error IS NOT NULL, next_run_at > now() "
+                       "FROM nexus_private.livekit_access_jobs WHERE status = 'pending' ORDER BY id")
+
+
+def arrive(sql) -> None:
+    """Time passes: every job's backoff is over."""
+    sql.execute("UPDATE nexus_private.livekit_access_jobs SET next_run_at = now() WHERE status = 'pending'")
+
+
+# Given a scout publishing on a net, when someone brigs them with plain SQL in the dashboard,
+# then the change is queued in that transaction and the schedule removes them from the room.
+def test_plain_sql_change_reaches_livekit_through_the_schedule(sql, lk):
+    scout = sql.member("scout")
+    net = sql.net()
+    connect(sql, lk, scout, net, publish=True)
+    schedule()  # the job sql.member queued
+    assert rights_in(lk, net, scout) is not None
+
+    sql.execute("UPDATE public.profiles SET roles = ARRAY['brigged'] WHERE id = %s", (scout.id,))
+    assert pending(sql) == [(scout.id, None, False, False)]
+
+    assert schedule()["removed"] == 1
+    assert rights_in(lk, net, scout) is None
+    assert pending(sql) == []
+
+
+# Given LiveKit stopped, a change waits (backing off, never given up) and is applied once LiveKit is back.
+def test_with_livekit_stopped_the_change_waits_and_is_applied_when_it_is_back(sql, lk):
+    vagrant = sql.member("vagrant")
+    net = sql.net(tx="scout")
+    connect(sql, lk, vagrant, net, publish=False)
+    lk.set_down("refuse")
+
+    sql.execute("UPDATE public.profiles SET rank = 'scout' WHERE id = %s", (vagrant.id,))
+    first = schedule()
+    assert first["failed"] == 1 and first["done"] == 0
+    assert pending(sql) == [(vagrant.id, None, True, True)]       # backing off, with the error kept
+    assert schedule()["claimed"] == 0                               # not due yet
+    arrive(sql)
+    assert schedule()["failed"] == 1                                # still down: waits again
+    attempts = sql.one("SELECT attempt FROM nexus_private.livekit_access_jobs WHERE user_id = %s", (vagrant.id,))
+    assert attempts == 2
+
+    lk.set_down(None)
+    arrive(sql)
+    assert schedule()["updated"] == 1
+    assert rights_in(lk, net, vagrant)["publish"] is True
+    assert pending(sql) == []
+
+
+# Backoff doubles from the base and is capped, so a long outage is retried at least every cap.
+def test_backoff_doubles_and_is_capped(sql, lk):
+    member = sql.member("scout")
+    connect(sql, lk, member, sql.net(), publish=True)
+    schedule()
+    lk.set_down("503")
+    sql.execute("UPDATE public.profiles SET rank = 'voyager' WHERE id = %s", (member.id,))
+    waits = []
+    for _ in range(6):
+        arrive(sql)
+        schedule()
+        waits.append(round(sql.one("SELECT extract(epoch FROM next_run_at - updated_at) FROM "
+                                   "nexus_private.livekit_access_jobs WHERE user_id = %s", (member.id,))))
+    assert waits == [5, 10, 20, 40, 60, 60]
+
+
+# Jobs applied late or out of order end in the same place: each brings LiveKit to the rights *now*.
+@pytest.mark.parametrize("order", ["promote job first", "demote job first"])
+def test_promote_then_demote_in_either_order_ends_demoted(sql, lk, order):
+    from shared.livekit_access import AccessSync
+    from shared.livekit_rooms import RoomServiceClient
+
+    vagrant = sql.member("vagrant")
+    net = sql.net(tx="scout")
+    connect(sql, lk, vagrant, net, publish=False)
+    schedule()
+    rooms = RoomServiceClient(lk.url, support.LIVEKIT_KEY, support.LIVEKIT_SECRET)
+
+    def claim(worker: str) -> dict:
+        from shared import db
+
+        [job] = db.call("livekit_access_jobs_claim", p_worker=worker, p_limit=10, p_lease_seconds=60,
+                        p_job_ids=None)["jobs"]
+        return job
+
+    sql.execute("UPDATE public.profiles SET rank = 'scout' WHERE id = %s", (vagrant.id,))
+    promote = claim("w-promote")    # a worker took the promotion's job and stalls
+    sql.execute("UPDATE public.profiles SET rank = 'vagrant' WHERE id = %s", (vagrant.id,))
+    demote = claim("w-demote")
+
+    jobs = [promote, demote] if order == "promote job first" else [demote, promote]
+    for job in jobs:
+        AccessSync(rooms)._apply(job, time.monotonic() + 5, Counter())
+
+    assert rights_in(lk, net, vagrant) == {"sid": lk.participant(net, vagrant.id).sid, "subscribe": True,
+                                           "publish": False, "data": False, "sources": [], "rank": "vagrant"}
+
+
+# Applying a job twice changes nothing the second time.
+def test_applying_twice_is_idempotent(sql, lk):
+    scout = sql.member("scout")
+    net = sql.net()
+    connect(sql, lk, scout, net, publish=True)
+    schedule()
+    sql.execute("UPDATE public.profiles SET rank = 'vagrant' WHERE id = %s", (scout.id,))
+    assert schedule()["updated"] == 1
+    sql.execute("UPDATE public.profiles SET rank = 'voyager' WHERE id = %s", (scout.id,))
+    sql.execute("UPDATE public.profiles SET rank = 'vagrant' WHERE id = %s", (scout.id,))
+    again = schedule()
+    assert (again["updated"], again["unchanged"]) == (0, 1)
+
+
+# Raising a net's min_rank_to_join above a connected member removes them; those still allowed stay.
+def test_raising_min_rank_to_join_removes_who_may_no_longer_join(sql, lk):
+    scout, voyager = sql.member("scout"), sql.member("voyager")
+    net = sql.net(join="scout")
+    connect(sql, lk, scout, net, publish=True)
+    connect(sql, lk, voyager, net, publish=True)
+    lk.add_participant(net, "egress-bot")  # not a member: never touched
+    schedule()
+
+    sql.execute("UPDATE public.voice_nets SET min_rank_to_join = 'voyager' WHERE code = %s", (net,))
+    assert pending(sql) == [(None, net, False, False)]
+    summary = schedule()
+
+    assert (summary["removed"], summary["unchanged"]) == (1, 1)
+    assert rights_in(lk, net, scout) is None and rights_in(lk, net, voyager) is not None
+    assert lk.participant(net, "egress-bot") is not None
+
+
+# Lowering min_rank_to_tx lets a connected scout speak at once.
+def test_lowering_min_rank_to_tx_lets_members_publish(sql, lk):
+    scout = sql.member("scout")
+    net = sql.net(tx="voyager")
+    connect(sql, lk, scout, net, publish=False)
+    schedule()
+    sql.execute("UPDATE public.voice_nets SET min_rank_to_tx = 'scout' WHERE code = %s", (net,))
+    schedule()
+    assert rights_in(lk, net, scout)["publish"] is True
+
+
+# `nexus admin` changes go through the same SQL and reach LiveKit the same way.
+def test_nexus_admin_member_is_audited_and_reaches_livekit(sql, lk, own_database, monkeypatch, capsys):
+    from nexus.cli import main
+
+    scout = sql.member("scout")
+    email = sql.one("SELECT email FROM auth.users WHERE id = %s", (scout.id,))
+    net = sql.net()
+    connect(sql, lk, scout, net, publish=True)
+    schedule()
+    monkeypatch.setenv("DATABASE_URL", own_database)
+
+    assert main(["admin", "member", email.upper(), "--add-role", "BRIG", "--reason", "spam", "--as", "ops-anna"]) == 0
+    assert sql.execute("SELECT actor, actor_id, actor_label, after, reason FROM public.admin_audit "
+                       "WHERE member_id = %s", (scout.id,)) == [
+        ("operator", None, "ops-anna", {"rank": "scout", "roles": ["brigged"]}, "spam")]
+    schedule()
+    assert rights_in(lk, net, scout) is None
+
+    # an operator is not ranked: the first founder of a project comes from here
+    assert main(["admin", "member", scout.id, "--rank", "founder", "--remove-role", "brigged",
+                 "--reason", "first founder", "--as", "ops-anna"]) == 0
+    assert sql.one("SELECT rank FROM public.profiles WHERE id = %s", (scout.id,)) == "founder"
+    assert main(["admin", "member", str(uuid.uuid4()), "--rank", "scout", "--reason", "x"]) == 1
+    capsys.readouterr()
+
+
+def test_nexus_admin_nets_skills_and_certifications(sql, lk, own_database, monkeypatch, capsys):
+    from nexus.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", own_database)
+    code = f"ops-{uuid.uuid4().hex[:8]}"
+    guide = sql.member("voyager")
+    skill = f"Skill {uuid.uuid4().hex[:6]}"
+
+    assert main(["admin", "net", "create", code, "--label", "Ops", "--join", "scout", "--tx", "voyager"]) == 0
+    assert main(["admin", "net", "create", code]) == 1                          # exists
+    assert main(["admin", "net", "set", code, "--rx", "scout"]) == 0
+    assert sql.execute("SELECT label, min_rank_to_join, min_rank_to_rx, min_rank_to_tx FROM public.voice_nets "
+                       "WHERE code = %s", (code,)) == [("Ops", "scout", "scout", "voyager")]
+    assert main(["admin", "net", "set", f"missing-{code}", "--rx", "scout"]) == 1
+    assert main(["admin", "skill", "add", skill]) == 0
+    assert main(["admin", "certify", guide.id, skill]) == 0
+    assert main(["admin", "certify", guide.id, "No such skill"]) == 1
+    assert sql.one("SELECT count(*) FROM public.certifications c JOIN public.skills s ON s.id = c.skill_id "
+                   "WHERE c.user_id = %s AND s.name = %s", (guide.id, skill)) == 1
+    actions = sql.execute("SELECT action FROM public.admin_audit WHERE subject IN (%s, %s) ORDER BY id", (code, skill))
+    assert [a for (a,) in actions] == ["net.create", "net.set", "skill.add", "certify"]
+    assert pending(sql)[-1:] == [(None, code, False, False)]   # the net's change queued its room
+    capsys.readouterr()
