@@ -44,3 +44,29 @@ def test_a_member_with_a_legacy_callsign_can_still_be_brigged_and_promoted(legac
         conn.execute("UPDATE public.profiles SET callsign = 'Astronaut' WHERE id = %s", (member,))
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("UPDATE public.profiles SET callsign = %s WHERE id = %s", (callsign, member))
+
+
+@pytest.mark.parametrize("callsign", LEGACY, ids=repr)
+def test_pushes_do_not_carry_a_legacy_callsign_the_rules_refuse(legacy, callsign):
+    with psycopg.connect(legacy, autocommit=True) as conn:
+        sender = _user(conn, callsign)
+        responder = _user(conn, roles=("rescue",))
+        migrate.migrate(legacy, log=lambda *_: None)
+
+        flare = conn.execute("SELECT public.launch_rescue_flare(%s, 'MEDICAL', 'Stanton', 60)", (sender,)).fetchone()[0]
+        assert flare["respondersQueued"] == 1, flare
+
+        skill = conn.execute("INSERT INTO public.skills (name) VALUES ('Mining') RETURNING id").fetchone()[0]
+        cadet = _user(conn, f"Cadet {uuid.uuid4().hex[:6]}")
+        conn.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (sender, skill))
+        asked = conn.execute("SELECT public.academy_request_create(%s, %s, 86400)", (cadet, skill)).fetchone()[0]
+        accepted = conn.execute("SELECT public.academy_accept(%s, %s, 3600, 86400)",
+                                (sender, asked["requestId"])).fetchone()[0]
+        assert "error" not in accepted, accepted
+
+        rows = conn.execute("SELECT type, title, message, payload::text FROM public.notification_queue "
+                            "WHERE recipient_id IN (%s, %s) ORDER BY type", (responder, cadet)).fetchall()
+        assert [r[0] for r in rows] == ["ACADEMY_ACCEPTED", "RESCUE_FLARE"]
+        for row in rows:
+            assert not any(ch in text for text in row[1:] for ch in "\u200d\u202e"), row
+        assert rows[0][2].startswith("A guide accepted") and rows[1][2].startswith("A member needs"), rows
