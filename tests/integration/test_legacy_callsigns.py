@@ -70,3 +70,24 @@ def test_pushes_do_not_carry_a_legacy_callsign_the_rules_refuse(legacy, callsign
         for row in rows:
             assert not any(ch in text for text in row[1:] for ch in "\u200d\u202e"), row
         assert rows[0][2].startswith("A guide accepted") and rows[1][2].startswith("A member needs"), rows
+
+
+# Before 20251215 a callsign could hold a control character; that rule came NOT VALID, so such
+# callsigns are still there. Two of them that collide must not stop the guests migration (its
+# grandfathering UPDATE ran under the old rule and failed on them).
+def test_colliding_callsigns_with_control_characters_from_before_any_rule_migrate(legacy):
+    with psycopg.connect(legacy, autocommit=True) as conn:
+        # What such a database holds: the 20251215 rule, NOT VALID, never checked these rows.
+        conn.execute("ALTER TABLE public.profiles DROP CONSTRAINT profiles_callsign_printable")
+        first, second = _user(conn), _user(conn)
+        conn.execute("UPDATE public.profiles SET callsign = 'Ace\tOne' WHERE id = %s", (first,))
+        conn.execute("UPDATE public.profiles SET callsign = 'ACE\tONE' WHERE id = %s", (second,))
+        conn.execute("ALTER TABLE public.profiles ADD CONSTRAINT profiles_callsign_printable "
+                     "CHECK (callsign IS NULL OR (callsign !~ '[[:cntrl:]]' AND btrim(callsign) <> '')) NOT VALID")
+
+        migrate.migrate(legacy, log=lambda *_: None)
+
+        rows = conn.execute("SELECT id::text, callsign, callsign_grandfathered FROM public.profiles "
+                            "WHERE id IN (%s, %s)", (first, second)).fetchall()
+        assert sorted(r[1:] for r in rows) == [("ACE\tONE", True), ("Ace\tOne", False)]
+        conn.execute("UPDATE public.profiles SET rank = 'voyager' WHERE id IN (%s, %s)", (first, second))
