@@ -38,7 +38,9 @@ class TextRule:
     _regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_regex", re.compile(self.pattern))
+        # ECMA-262's `$` (no `m` flag) is the end of the string; Python's also matches
+        # before a final newline, which would let "value\n" by: \Z is the ECMA `$`.
+        object.__setattr__(self, "_regex", re.compile(re.sub(r"(?<!\\)\$", r"\\Z", self.pattern)))
 
     def holds(self, value: str) -> bool:
         return self._regex.search(value) is not None

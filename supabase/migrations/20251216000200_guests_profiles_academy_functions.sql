@@ -56,6 +56,11 @@ CREATE TRIGGER profiles_callsign_unclaimed
   BEFORE INSERT OR UPDATE OF callsign ON public.profiles
   FOR EACH ROW EXECUTE FUNCTION public.profiles_callsign_unclaimed();
 
+-- The 20251215 rule goes first (its successor comes below): it is NOT VALID, so
+-- callsigns from before it may hold control characters, and the UPDATEs below
+-- would be checked against it.
+ALTER TABLE public.profiles DROP CONSTRAINT profiles_callsign_printable;
+
 -- Guests got profiles until now. Those rows stay (flares, requests or
 -- subscriptions from before the functions refused guests may reference
 -- them, and deleting would cascade), but their callsigns go: a guest must
@@ -79,7 +84,6 @@ CREATE INDEX profiles_grandfathered_callsign_idx ON public.profiles (public.call
 
 -- The text rules for what members write and others see (shared/text.py).
 -- NOT VALID: rows written before stay as they are; every new write is checked.
-ALTER TABLE public.profiles DROP CONSTRAINT profiles_callsign_printable;
 ALTER TABLE public.profiles
   ADD CONSTRAINT profiles_callsign_shown_plainly
   CHECK (callsign IS NULL OR public.text_is_shown_plainly(callsign)) NOT VALID;

@@ -369,3 +369,17 @@ def test_concurrent_requests_cannot_race_past_the_limit(ask, sql):
         t.join()
     assert sorted(statuses) == [201] * 3 + [429] * 5
     assert sql.one("SELECT count(*) FROM public.instruction_requests WHERE cadet_id = %s", (cadet.id,)) == 3
+
+
+# Given a cadet whose three requests were made 500, 300 and 100 s ago, when
+# they ask again, then Retry-After is when the oldest leaves the window:
+# 100 s, not 500 (the newest) nor 600 (a whole window).
+def test_retry_after_is_when_the_oldest_counted_request_leaves_the_window(ask, sql):
+    cadet = sql.member("scout")
+    skills = _skills(sql, 4)
+    for skill, age in zip(skills, (500, 300, 100)):
+        sql.execute("UPDATE public.instruction_requests SET created_at = now() - make_interval(secs => %s) "
+                    "WHERE id = %s", (age, request_id(ask, skill, cadet)))
+    reply = ask.post({"skillId": skills[3]}, cadet.auth())
+    assert reply.status == 429, reply
+    assert 99 <= int(reply.headers["retry-after"]) <= 101, reply.headers

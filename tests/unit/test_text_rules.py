@@ -125,3 +125,14 @@ def test_webhook_created_at_is_what_the_documents_integer_or_digits_allow(create
     from shared.livekit_webhook import WebhookEvent
 
     assert server_accepts(WebhookEvent, {"event": "track_published", "createdAt": created}) == accepted
+
+
+def test_a_trailing_newline_is_not_the_end_of_the_string():
+    """JSON Schema's `$` (ECMA-262, no `m` flag) is the end of the string; Python's `$` also matches
+    before a final newline. The server must refuse what the document refuses."""
+    from shared.push_subscriptions import AUTH_FORMAT, ENDPOINT_CHARS, P256DH_FORMAT
+
+    assert not ENDPOINT_CHARS.holds("https://fcm.googleapis.com/fcm/send/x\n")
+    assert not AUTH_FORMAT.holds("A" * 22 + "\n")
+    assert not P256DH_FORMAT.holds("BA" + "A" * 85 + "\n")
+    assert ENDPOINT_CHARS.holds("https://fcm.googleapis.com/fcm/send/x") and AUTH_FORMAT.holds("A" * 22)

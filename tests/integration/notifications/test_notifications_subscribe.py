@@ -142,6 +142,7 @@ def test_invalid_keys_are_refused_and_nothing_is_written(field, keys, push_env, 
     "https://user:pw@fcm.googleapis.com/x",
     "ftp://fcm.googleapis.com/x",
     "https://fcm.googleapis.com/" + "x" * 2048,       # over 2 KB
+    "https://fcm.googleapis.com/fcm/send/x\n",        # a trailing newline (Python's `$` would let it by)
 ])
 def test_unsafe_endpoints_are_refused_in_production_and_nothing_is_written(endpoint, push_env, subscribe_app, sql):
     push_env.setenv("NEXUS_ENV", "production")
