@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import jwt
 import psycopg
@@ -135,3 +136,21 @@ class Reply:
 
     def __repr__(self) -> str:
         return f"Reply({self.status}, {self.raw[:300]!r})"
+
+
+@contextmanager
+def migrated_database(pg, prefix: str) -> Iterator[str]:
+    """A database of its own on the session's server, with the shim and every migration;
+    dropped afterwards (for tests whose rows or schema changes must not meet others')."""
+    from nexus.migrate import prepare_local
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = pg.create_database(name)
+    prepare_local(url, log=lambda *_: None)
+    try:
+        yield url
+    finally:
+        try:
+            pg.drop_database(name)
+        except Exception:
+            pass  # a test left a connection open: the server's teardown removes it

@@ -12,12 +12,12 @@ replayed migrations alike.
 
 from __future__ import annotations
 
-import uuid
 
 import psycopg
 import pytest
 
 from nexus.dbtools import fingerprint, scratch
+from tests import support
 from tests.integration.test_health import SERVICE_KEY, get, livekit_server  # noqa: F401
 
 
@@ -29,16 +29,8 @@ def shipped(tmp_path_factory):
 
 @pytest.fixture
 def drift_db(pg):
-    from nexus.migrate import prepare_local
-
-    name = f"nexus_drift_{uuid.uuid4().hex[:8]}"
-    url = pg.create_database(name)
-    prepare_local(url, log=lambda *_: None)
-    yield url
-    try:
-        pg.drop_database(name)
-    except Exception:
-        pass
+    with support.migrated_database(pg, "nexus_drift") as url:
+        yield url
 
 
 @pytest.fixture

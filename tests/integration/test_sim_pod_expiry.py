@@ -22,13 +22,8 @@ from tests.support import Client
 
 @pytest.fixture(scope="module")
 def own_database(pg):
-    from nexus.migrate import prepare_local
-
-    name = f"nexus_simpod_{uuid.uuid4().hex[:8]}"
-    url = pg.create_database(name)
-    prepare_local(url, log=lambda *_: None)
-    yield url
-    pg.drop_database(name)
+    with support.migrated_database(pg, "nexus_simpod") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -31,16 +31,8 @@ def room():
 
 @pytest.fixture(scope="module")
 def private_database(pg):
-    from nexus.migrate import prepare_local
-
-    name = f"nexus_lk_{uuid.uuid4().hex[:8]}"
-    url = pg.create_database(name)
-    prepare_local(url, log=lambda *_: None)
-    yield url
-    try:
-        pg.drop_database(name)
-    except Exception:
-        pass
+    with support.migrated_database(pg, "nexus_lk") as url:
+        yield url
 
 
 @pytest.fixture

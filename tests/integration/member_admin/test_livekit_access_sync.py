@@ -19,16 +19,8 @@ from tests.integration.member_admin.conftest import connect, rights_in
 
 @pytest.fixture(scope="module")
 def own_database(pg):
-    from nexus.migrate import prepare_local
-
-    name = f"nexus_access_{uuid.uuid4().hex[:8]}"
-    url = pg.create_database(name)
-    prepare_local(url, log=lambda *_: None)
-    yield url
-    try:
-        pg.drop_database(name)
-    except Exception:
-        pass
+    with support.migrated_database(pg, "nexus_access") as url:
+        yield url
 
 
 @pytest.fixture
