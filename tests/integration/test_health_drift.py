@@ -12,7 +12,6 @@ replayed migrations alike.
 
 from __future__ import annotations
 
-
 import psycopg
 import pytest
 
