@@ -5,7 +5,8 @@ another member (LiveKit names, push titles and bodies, academy
 notifications) must not carry characters that change how the text around
 them looks: control characters, Unicode format characters (category Cf:
 bidi overrides such as U+202E, zero-width characters) and line or paragraph
-separators. Nor may such text be only whitespace, of any kind.
+separators. Nor may such text be only whitespace, of any kind, or only
+characters that draw as nothing.
 
 The same rule runs in three places, all built from the ranges below:
 - Python validation (`problem`, `shown_text`, the `ShownText` type);
@@ -19,7 +20,9 @@ database; tests/integration/test_text_rules.py also compares both around
 every range boundary (on every code point in the slow suite).
 
 Callsigns are also compared: two are the same callsign when their
-`callsign_key` is equal (NFKC, then simple case folding, then NFKC again).
+`callsign_key` is equal (default-ignorable characters removed, then NFKC,
+simple case folding and NFKC again: Unicode's NFKC_Casefold, with simple
+folding).
 The folding is a frozen table (shared/casefold.py) rather than lower() or
 casefold(), whose results depend on the database's locale or the Python
 version.
@@ -59,6 +62,20 @@ BLANK: Ranges = (
     (0x2800, 0x2800), (0x3000, 0x3000), (0x3164, 0x3164), (0xFFA0, 0xFFA0),
 )
 
+# Default_Ignorable_Code_Point (Unicode 15.1 DerivedCoreProperties.txt) less
+# what FORMAT already forbids: the combining grapheme joiner, the Hangul
+# fillers, Khmer inherent vowels, Mongolian and other variation selectors
+# (VS16 asks for emoji presentation), and the reserved default-ignorables.
+# Allowed inside text, but they draw as nothing: they do not count as
+# something visible, and callsign_key removes them, so "Ace\ufe0f" is "Ace".
+IGNORABLE: Ranges = (
+    (0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180D), (0x180F, 0x180F),
+    (0x2065, 0x2065), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+    (0xE0000, 0xE0000), (0xE0002, 0xE001F), (0xE0080, 0xE0FFF),
+)
+# What a string must have more than: whitespace and what draws as nothing.
+INVISIBLE: Ranges = BLANK + IGNORABLE
+
 Dialect = Literal["python", "postgres", "ecma", "jsonschema"]
 
 
@@ -92,7 +109,7 @@ def char_class(ranges: Ranges, *, negate: bool = False, dialect: Dialect = "pyth
 def pattern(dialect: Dialect = "python") -> str:
     """The whole rule as one anchored regular expression: nothing forbidden, something visible."""
     allowed = char_class(FORBIDDEN, negate=True, dialect=dialect)
-    visible = char_class(FORBIDDEN + BLANK, negate=True, dialect=dialect)
+    visible = char_class(FORBIDDEN + INVISIBLE, negate=True, dialect=dialect)
     return f"^{allowed}*{visible}{allowed}*$"
 
 
@@ -103,7 +120,10 @@ def _characters(ranges: Ranges) -> frozenset[str]:
 # Sets rather than compiled patterns: a few hundred characters, and no
 # regex compile on the cold-start path of the functions that validate.
 _FORBIDDEN = _characters(FORBIDDEN)
-_BLANK = _characters(BLANK)
+_INVISIBLE = _characters(INVISIBLE)
+# str.translate table: delete every default-ignorable (about 4000 entries,
+# built on first use; only where callsigns are compared).
+_REMOVE_IGNORABLE: dict[int, None] | None = None
 
 
 def problem(text: str) -> str | None:
@@ -112,8 +132,8 @@ def problem(text: str) -> str | None:
         if ch in _FORBIDDEN:
             return (f"must not contain U+{ord(ch):04X}: control, format (such as bidi or zero-width) "
                     "and line or paragraph separator characters are not allowed")
-    if all(ch in _BLANK for ch in text):
-        return "must contain more than whitespace"
+    if all(ch in _INVISIBLE for ch in text):
+        return "must contain more than whitespace and invisible characters"
     return None
 
 
@@ -148,12 +168,17 @@ ShownText = Annotated[str, _Shown()]
 
 
 def callsign_key(callsign: str) -> str:
-    """What two callsigns must differ in: NFKC, simple case folding, NFKC.
+    """What two callsigns must differ in: IGNORABLE removed, NFKC, simple case folding, NFKC.
 
     The database's `public.callsign_key(text)` computes the same, and a
-    unique index on it keeps callsigns distinct.
+    unique index on it keeps callsigns distinct. No character's NFKC or
+    folding yields a default-ignorable, so the key of a key is itself.
     """
     from shared import casefold  # the table is only needed where callsigns are compared
 
-    folded = unicodedata.normalize("NFKC", callsign).translate(casefold.table())
+    global _REMOVE_IGNORABLE
+    if _REMOVE_IGNORABLE is None:
+        _REMOVE_IGNORABLE = dict.fromkeys(cp for lo, hi in IGNORABLE for cp in range(lo, hi + 1))
+    seen = callsign.translate(_REMOVE_IGNORABLE)
+    folded = unicodedata.normalize("NFKC", seen).translate(casefold.table())
     return unicodedata.normalize("NFKC", folded)

@@ -54,6 +54,17 @@ SHOWN: list[tuple[str, bool]] = [
     ("\u3164", False),           # Hangul filler
     ("\u2800\u115f", False),     # blank braille pattern, Hangul choseong filler
     ("\u00a0\ufeff", False),
+    # default-ignorables that are not format characters: allowed beside
+    # something visible (emoji presentation, variation sequences), never alone
+    ("❤\ufe0f", True),          # variation selector 16
+    ("Ace\u034f", True),         # combining grapheme joiner
+    ("葛\U000e0100", True),      # ideographic variation selector 17
+    ("\u034f", False),
+    ("\ufe0f", False),
+    ("\ufe0e\ufe0f", False),
+    ("\U000e0100", False),
+    ("\u180b \u17b4", False),    # Mongolian free variation selector, Khmer inherent vowel
+    ("\u3164\u034f", False),
 ]
 
 SAME_CALLSIGN: list[tuple[str, str, bool]] = [
@@ -76,6 +87,16 @@ SAME_CALLSIGN: list[tuple[str, str, bool]] = [
     ("Ⅻ", "xii", True),                  # roman numeral (NFKC) then folding
     ("K", "\u212a", True),               # Kelvin sign
     ("Å", "\u212b", True),               # Angstrom sign
+    ("Ace", "Ace\u034f", True),         # default-ignorables draw as nothing
+    ("Ace", "A\u034fce", True),
+    ("Ace", "Ace\ufe0f", True),
+    ("Ace", "Ace\ufe0e", True),
+    ("Ace", "Ace\U000e0100", True),
+    ("Ace", "Ace\u180b", True),
+    ("Ace", "Ace\u3164", True),         # Hangul filler
+    ("Ace", "Ace\uffa0", True),         # halfwidth Hangul filler
+    ("Ace", "Ace\u17b5", True),
+    ("❤", "❤\ufe0f", True),
     ("Ace", "Ace ", False),
     ("Ace", "Ac3", False),
     ("Ace", "Асе", False),               # Cyrillic look-alikes are other letters

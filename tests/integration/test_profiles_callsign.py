@@ -65,6 +65,33 @@ def test_member_cannot_take_a_callsign_another_holds(database_url, sql, copy):
     assert callsign_of(sql, other) == before and callsign_of(sql, holder) == held
 
 
+# Characters that draw as nothing (default-ignorables) do not make a new
+# callsign: "Ace" with a combining grapheme joiner or a variation selector
+# after it looks like "Ace", so it is taken.
+IMPERSONATIONS = {"grapheme joiner": lambda s: s + "\u034f", "VS16": lambda s: s + "\ufe0f",
+                  "VS17 inside": lambda s: s[:2] + "\U000e0100" + s[2:], "Hangul filler": lambda s: s + "\u3164"}
+
+
+@pytest.mark.parametrize("copy", IMPERSONATIONS.values(), ids=IMPERSONATIONS.keys())
+def test_member_cannot_take_a_callsign_with_invisible_characters_added(database_url, sql, copy):
+    held = unique("Ace")
+    holder = sql.member("scout", callsign=held)
+    other = sql.member("scout", callsign=unique("Other"))
+    before = callsign_of(sql, other)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        set_own_callsign(database_url, other, copy(held))
+    assert callsign_of(sql, other) == before and callsign_of(sql, holder) == held
+
+
+@pytest.mark.parametrize("invisible", ["\u034f", "\ufe0f", "\U000e0100 \u034f"])
+def test_member_cannot_set_an_invisible_callsign(database_url, sql, invisible):
+    mine = unique("Ace")
+    member = sql.member("scout", callsign=mine)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        set_own_callsign(database_url, member, invisible)
+    assert callsign_of(sql, member) == mine
+
+
 def test_member_can_recase_their_own_callsign(database_url, sql):
     member = sql.member("scout", callsign=unique("ace"))
     set_own_callsign(database_url, member, callsign_of(sql, member).upper())

@@ -69,8 +69,9 @@ def test_shared_callsign_cases_in_the_database(db):
 def _code_points(everything: bool) -> list[int]:
     if everything:
         return [cp for cp in range(1, 0x110000) if not 0xD800 <= cp <= 0xDFFF]
-    edges = {cp + d for lo, hi in text.FORBIDDEN + text.BLANK for cp in (lo, hi) for d in (-1, 0, 1)}
-    inside = {cp for lo, hi in text.FORBIDDEN + text.BLANK for cp in range(lo, hi + 1)}
+    ranges = text.FORBIDDEN + text.INVISIBLE
+    edges = {cp + d for lo, hi in ranges for cp in (lo, hi) for d in (-1, 0, 1)}
+    inside = {cp for lo, hi in ranges for cp in range(lo, hi + 1)}
     folded = {cp for pair in casefold.runs() for cp in pair}
     sample = set(random.Random(12).sample(range(1, 0x110000), 3000))
     return sorted(cp for cp in edges | inside | folded | sample if 0 < cp < 0x110000 and not 0xD800 <= cp <= 0xDFFF)

@@ -30,7 +30,8 @@ def test_shared_callsign_cases_in_python(a, b, same):
 
 def test_refusal_names_the_character():
     assert "U+202E" in text.problem("Ace\u202e")
-    assert text.problem("\u3000") == "must contain more than whitespace"
+    assert text.problem("\u3000") == "must contain more than whitespace and invisible characters"
+    assert text.problem("\u034f\ufe0f") == "must contain more than whitespace and invisible characters"
 
 
 # The frozen ranges cover everything this Python's unicodedata calls a
@@ -69,12 +70,34 @@ def test_migration_carries_the_same_definitions():
     sql = MIGRATION.read_text()
     assert f"p_text ~ '{text.pattern('postgres')}'" in sql
     assert casefold.FOLD_RUNS.strip() in sql
+    assert f"regexp_replace(p_callsign, '{text.char_class(text.IGNORABLE, dialect='postgres')}', '', 'g')" in sql
+
+
+# Default_Ignorable_Code_Point characters that are not format characters:
+# allowed, invisible, and gone from the callsign key.
+def test_ignorables_are_not_format_characters_and_draw_as_nothing():
+    def within(cp: int, ranges: text.Ranges) -> bool:
+        return any(lo <= cp <= hi for lo, hi in ranges)
+
+    for lo, hi in text.IGNORABLE:
+        for cp in (lo, hi):
+            assert not within(cp, text.FORBIDDEN)
+            assert text.problem("Ace" + chr(cp)) is None and text.problem(chr(cp)) is not None
+            assert text.callsign_key("Ace" + chr(cp)) == text.callsign_key("ACE") == "ace"
+
+
+def test_callsign_key_is_its_own_key():
+    # No character's NFKC or folding yields a default-ignorable, so removing
+    # them first leaves nothing for a second pass to remove.
+    every = "".join(chr(cp) for cp in range(0x20, 0x110000) if not 0xD800 <= cp <= 0xDFFF)
+    keys = [text.callsign_key(every[i:i + 1]) for i in range(len(every))]
+    assert [k for k in keys if text.callsign_key(k) != k] == []
 
 
 def test_ecma_pattern_escapes_beyond_the_bmp_with_braces():
     assert "\\u{e0001}" in text.pattern("ecma") and "\\U" not in text.pattern("ecma")
 
 
-@given(st.text(alphabet=st.sampled_from("aA \u00a0\u3000\u202e\u200b\n\u2028\u3164ßẞΣσς\ufb01É\u0301"), max_size=12))
+@given(st.text(alphabet=st.sampled_from("aA \u00a0\u3000\u202e\u200b\n\u2028\u3164\u034f\ufe0f\U000e0100ßẞΣσς\ufb01É\u0301"), max_size=12))
 def test_pattern_and_problem_agree(value):
     assert (re.fullmatch(text.pattern("python"), value) is not None) is (text.problem(value) is None)
