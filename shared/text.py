@@ -73,6 +73,17 @@ IGNORABLE: Ranges = (
     (0x2065, 0x2065), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
     (0xE0000, 0xE0000), (0xE0002, 0xE001F), (0xE0080, 0xE0FFF),
 )
+# The format characters that are default-ignorable too (soft hyphen, bidi
+# marks and overrides, zero-width joiners, tags, ...). New text may not carry
+# them, but callsigns from before the rule may: the key drops them as well,
+# so an old "Ace\u200d" is the same callsign as "Ace" (LiveKit shows both alike).
+IGNORABLE_FORMAT: Ranges = (
+    (0x00AD, 0x00AD), (0x061C, 0x061C), (0x180E, 0x180E), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)
+# Every Default_Ignorable_Code_Point: what callsign_key removes.
+DEFAULT_IGNORABLE: Ranges = IGNORABLE + IGNORABLE_FORMAT
 # What a string must have more than: whitespace and what draws as nothing.
 INVISIBLE: Ranges = BLANK + IGNORABLE
 
@@ -168,7 +179,7 @@ ShownText = Annotated[str, _Shown()]
 
 
 def callsign_key(callsign: str) -> str:
-    """What two callsigns must differ in: IGNORABLE removed, NFKC, simple case folding, NFKC.
+    """What two callsigns must differ in: DEFAULT_IGNORABLE removed, NFKC, simple case folding, NFKC.
 
     The database's `public.callsign_key(text)` computes the same, and a
     unique index on it keeps callsigns distinct. No character's NFKC or
@@ -178,7 +189,7 @@ def callsign_key(callsign: str) -> str:
 
     global _REMOVE_IGNORABLE
     if _REMOVE_IGNORABLE is None:
-        _REMOVE_IGNORABLE = dict.fromkeys(cp for lo, hi in IGNORABLE for cp in range(lo, hi + 1))
+        _REMOVE_IGNORABLE = dict.fromkeys(cp for lo, hi in DEFAULT_IGNORABLE for cp in range(lo, hi + 1))
     seen = callsign.translate(_REMOVE_IGNORABLE)
     folded = unicodedata.normalize("NFKC", seen).translate(casefold.table())
     return unicodedata.normalize("NFKC", folded)

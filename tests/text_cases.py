@@ -97,6 +97,10 @@ SAME_CALLSIGN: list[tuple[str, str, bool]] = [
     ("Ace", "Ace\uffa0", True),         # halfwidth Hangul filler
     ("Ace", "Ace\u17b5", True),
     ("❤", "❤\ufe0f", True),
+    ("Ace", "Ace\u200d", True),         # format default-ignorables too: an old callsign
+    ("Ace", "\u202eAce", True),         # may carry them (refused in new text)
+    ("Ace", "A\u00adce\U000e0041", True),
+    ("Ace", "Ace\u0600", False),        # a format character that shows is kept
     ("Ace", "Ace ", False),
     ("Ace", "Ac3", False),
     ("Ace", "Асе", False),               # Cyrillic look-alikes are other letters

@@ -11,8 +11,8 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = '' AS $fn$
   SELECT p_text ~ '^[^\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\u2028-\u2029]*[^\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\u2028-\u2029\u0009-\u000d\u0020\u0085\u00a0\u115f-\u1160\u1680\u2000-\u200a\u2028-\u2029\u202f\u205f\u2800\u3000\u3164\uffa0\u034f\u115f-\u1160\u17b4-\u17b5\u180b-\u180d\u180f\u2065\u3164\ufe00-\ufe0f\uffa0\ufff0-\ufff8\U000e0000\U000e0002-\U000e001f\U000e0080-\U000e0fff][^\u0001-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\u2028-\u2029]*$'
 $fn$;
 
--- The default-ignorables shared/text.py IGNORABLE names removed (they draw as
--- nothing: "Ace" followed by U+FE0F is "Ace"), then NFKC, Unicode simple case
+-- Every default-ignorable (shared/text.py DEFAULT_IGNORABLE) removed (they draw
+-- as nothing: "Ace" followed by U+FE0F is "Ace"), then NFKC, Unicode simple case
 -- folding, NFKC. The removal is a regular expression of code point ranges,
 -- which no locale changes. The folding is translate() over a fixed table, not
 -- lower(): lower() follows the database's locale (ASCII only under C), and
@@ -65,7 +65,7 @@ BEGIN
   EXECUTE format($f$
     CREATE OR REPLACE FUNCTION public.callsign_key(p_callsign text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = '' AS $key$
-      SELECT normalize(translate(normalize(regexp_replace(p_callsign, '[\u034f\u115f-\u1160\u17b4-\u17b5\u180b-\u180d\u180f\u2065\u3164\ufe00-\ufe0f\uffa0\ufff0-\ufff8\U000e0000\U000e0002-\U000e001f\U000e0080-\U000e0fff]', '', 'g'), NFKC), %L, %L), NFKC)
+      SELECT normalize(translate(normalize(regexp_replace(p_callsign, '[\u034f\u115f-\u1160\u17b4-\u17b5\u180b-\u180d\u180f\u2065\u3164\ufe00-\ufe0f\uffa0\ufff0-\ufff8\U000e0000\U000e0002-\U000e001f\U000e0080-\U000e0fff\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]', '', 'g'), NFKC), %L, %L), NFKC)
     $key$$f$, v_from, v_to);
 END
 $do$;
