@@ -150,6 +150,26 @@ def test_livekit_down_is_reported_not_fatal(health, env, sql):
     assert reply.json["status"] == "degraded"
 
 
+# Given a LiveKit URL that carries credentials (userinfo, a token in the query), when LiveKit is
+# unreachable, then the reason names the server without them: health's body never shows a secret.
+def test_livekit_reason_leaves_credentials_out_of_the_url(health, env, sql):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    env.setenv("LIVEKIT_URL", f"wss://lk-user:pa55-in-url@127.0.0.1:{closed_port}/rtc?access_token=tok-in-query")
+    from shared import config
+
+    config.get_settings.cache_clear()
+    reply = get(health, SERVICE_KEY)
+    assert reply.status == 200
+    assert reply.json["livekit"]["ok"] is False
+    assert reply.json["livekit"]["reason"].startswith(f"https://127.0.0.1:{closed_port}/")
+    for secret in ("lk-user", "pa55-in-url", "tok-in-query"):
+        assert secret.encode() not in reply.raw
+
+
 # Given a package that ships a migration the database has not applied, the
 # contract part says the database is behind and names the version.
 def test_contract_behind_names_pending_versions(health, monkeypatch, tmp_path):
