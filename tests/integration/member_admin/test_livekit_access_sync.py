@@ -270,3 +270,20 @@ def test_two_dead_workers_on_one_member_do_not_wedge_the_queue(sql, lk):
     assert (summary["claimed"], summary["done"], summary["updated"]) == (1, 1, 1)
     assert rights_in(lk, net, vagrant)["publish"] is True and rights_in(lk, net, vagrant)["rank"] == "voyager"
     assert sql.one("SELECT count(*) FROM nexus_private.livekit_access_jobs") == 0
+
+
+# Given a busy room (LiveKit's participant list runs past a megabyte: many listeners, some with
+# long metadata), when a member in it is brigged, then the schedule still removes them (the list was
+# cut at 1 MiB, failed to parse, and the job backed off for ever as if LiveKit were down).
+def test_a_brig_reaches_a_member_in_a_busy_room(sql, lk):
+    scout = sql.member("scout")
+    net = sql.net()
+    connect(sql, lk, scout, net, publish=True)
+    for n in range(300):
+        lk.add_participant(net, f"listener-{n}", metadata="m" * 4000)
+    schedule()
+
+    sql.execute("UPDATE public.profiles SET roles = ARRAY['brigged'] WHERE id = %s", (scout.id,))
+    summary = schedule()
+    assert (summary["failed"], summary["removed"]) == (0, 1)
+    assert rights_in(lk, net, scout) is None
