@@ -234,7 +234,7 @@ class RoomServiceClient:
         limit = max(0.05, min(self.timeout, timeout if timeout is not None else self.timeout))
         try:
             with _NO_PROXY.open(request, timeout=limit) as reply:
-                return json.loads(reply.read(1 << 20) or b"{}")
+                return json.loads(reply.read(_MAX_REPLY_BYTES) or b"{}")
         except urllib.error.HTTPError as e:
             try:
                 code = str(json.loads(e.read(4096) or b"{}").get("code") or "unknown")
@@ -332,6 +332,12 @@ def _permission(raw: dict[str, Any]) -> dict[str, Any]:
         "canPublishData": bool(get("canPublishData", "can_publish_data")),
         "canPublishSources": sorted(names.get(s, str(s)) if isinstance(s, int) else str(s).upper() for s in sources),
     }
+
+
+# A busy room's ListParticipants answer (defaults included, every track listed, metadata up to
+# LiveKit's 64 kB each) runs past a megabyte with a few hundred participants; cut short, it
+# would not parse and the job would wait as if LiveKit were down.
+_MAX_REPLY_BYTES = 64 << 20
 
 
 class _NoProxy:

@@ -247,9 +247,23 @@ def _livekit(settings: Settings) -> dict[str, Any]:
         reason = getattr(e, "reason", e)
         why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
         return {"ok": False, "error": "timeout" if "timed out" in str(reason) else "unreachable",
-                "reason": f"{url}: {why}"}
+                "reason": _without_credentials(url, f"{url}: {why}")}
     return {"ok": status < 500, "httpStatus": status,
             "latencyMs": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def _without_credentials(url: str, text: str) -> str:
+    """`text` with the URL's userinfo and query taken out (LiveKit's URL may carry them; health never shows them)."""
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    authority, _, tail = rest.partition("/")
+    userinfo, _, host = authority.rpartition("@")
+    path = tail.split("?", 1)[0].split("#", 1)[0]
+    safe = f"{scheme}://{host}/{path}" if scheme else f"{host}/{path}"
+    text = text.replace(url, safe)
+    for secret in (userinfo, *userinfo.split(":", 1), tail[len(path):]):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _config(settings: Settings) -> dict[str, Any]:

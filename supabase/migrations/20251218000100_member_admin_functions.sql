@@ -374,6 +374,14 @@ BEGIN
    WHERE j.status = 'processing' AND j.locked_at < now() - make_interval(secs => p_lease_seconds)
      AND EXISTS (SELECT 1 FROM nexus_private.livekit_access_jobs o WHERE o.status = 'pending'
                   AND o.user_id IS NOT DISTINCT FROM j.user_id AND o.room_name IS NOT DISTINCT FROM j.room_name);
+  -- Two ran out for one target (two workers died holding one member's jobs): only the newest
+  -- comes back, since one pending job per target is all the unique index allows.
+  DELETE FROM nexus_private.livekit_access_jobs j
+   WHERE j.status = 'processing' AND j.locked_at < now() - make_interval(secs => p_lease_seconds)
+     AND EXISTS (SELECT 1 FROM nexus_private.livekit_access_jobs o
+                  WHERE o.status = 'processing' AND o.locked_at < now() - make_interval(secs => p_lease_seconds)
+                    AND o.id > j.id
+                    AND o.user_id IS NOT DISTINCT FROM j.user_id AND o.room_name IS NOT DISTINCT FROM j.room_name);
   UPDATE nexus_private.livekit_access_jobs
      SET status = 'pending', locked_at = NULL, locked_by = NULL, next_run_at = now(),
          last_error = 'lease expired', updated_at = now()

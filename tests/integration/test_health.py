@@ -133,21 +133,42 @@ def test_forged_service_tokens_are_401(health, token):
     assert reply.status == 401, reply
 
 
-def test_livekit_down_is_reported_not_fatal(health, env, sql):
+def livekit_down_at(health, env, url: str):
+    """health's reply with LIVEKIT_URL set to `url`, where nothing listens."""
+    env.setenv("LIVEKIT_URL", url)
+    from shared import config
+
+    config.get_settings.cache_clear()
+    return get(health, SERVICE_KEY)
+
+
+def closed_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
-    env.setenv("LIVEKIT_URL", f"ws://127.0.0.1:{closed_port}")
-    from shared import config
+        return s.getsockname()[1]
 
-    config.get_settings.cache_clear()
-    reply = get(health, SERVICE_KEY)
+
+def test_livekit_down_is_reported_not_fatal(health, env, sql):
+    port = closed_port()
+    reply = livekit_down_at(health, env, f"ws://127.0.0.1:{port}")
     assert reply.status == 200
     assert reply.json["livekit"] == {"ok": False, "error": "unreachable",
-                                     "reason": f"http://127.0.0.1:{closed_port}/: Connection refused"}
+                                     "reason": f"http://127.0.0.1:{port}/: Connection refused"}
     assert reply.json["status"] == "degraded"
+
+
+# Given a LiveKit URL that carries credentials (userinfo, a token in the query), when LiveKit is
+# unreachable, then the reason names the server without them: health's body never shows a secret.
+def test_livekit_reason_leaves_credentials_out_of_the_url(health, env, sql):
+    port = closed_port()
+    reply = livekit_down_at(health, env, f"wss://lk-user:pa55-in-url@127.0.0.1:{port}/rtc?access_token=tok-in-query")
+    assert reply.status == 200
+    assert reply.json["livekit"]["ok"] is False
+    assert reply.json["livekit"]["reason"].startswith(f"https://127.0.0.1:{port}/")
+    for secret in ("lk-user", "pa55-in-url", "tok-in-query"):
+        assert secret.encode() not in reply.raw
 
 
 # Given a package that ships a migration the database has not applied, the

@@ -242,3 +242,48 @@ def test_nexus_admin_nets_skills_and_certifications(sql, lk, own_database, monke
     assert [a for (a,) in actions] == ["net.create", "net.set", "skill.add", "certify"]
     assert pending(sql)[-1:] == [(None, code, False, False)]   # the net's change queued its room
     capsys.readouterr()
+
+
+# Given two workers each holding a job for one member (the schedule's and member-admin's inline pass)
+# and both dying before they report, when their leases run out, then the next run still claims:
+# one job comes back for the member and LiveKit reaches their current rights (both coming back
+# at once broke the one-pending-job-per-target index, and every later claim failed with it).
+def test_two_dead_workers_on_one_member_do_not_wedge_the_queue(sql, lk):
+    from shared import db
+
+    vagrant = sql.member("vagrant")
+    net = sql.net(tx="scout")
+    connect(sql, lk, vagrant, net, publish=False)
+    schedule()
+
+    sql.execute("UPDATE public.profiles SET rank = 'scout' WHERE id = %s", (vagrant.id,))
+    [first] = db.call("livekit_access_jobs_claim", p_worker="w-dies-1", p_limit=10, p_lease_seconds=60,
+                      p_job_ids=None)["jobs"]
+    sql.execute("UPDATE public.profiles SET rank = 'voyager' WHERE id = %s", (vagrant.id,))
+    [second] = db.call("livekit_access_jobs_claim", p_worker="w-dies-2", p_limit=10, p_lease_seconds=60,
+                       p_job_ids=None)["jobs"]
+    assert first["id"] != second["id"]
+    sql.execute("UPDATE nexus_private.livekit_access_jobs SET locked_at = now() - interval '5 minutes' "
+                "WHERE status = 'processing'")   # both workers died: their leases ran out
+
+    summary = schedule()
+    assert (summary["claimed"], summary["done"], summary["updated"]) == (1, 1, 1)
+    assert rights_in(lk, net, vagrant)["publish"] is True and rights_in(lk, net, vagrant)["rank"] == "voyager"
+    assert sql.one("SELECT count(*) FROM nexus_private.livekit_access_jobs") == 0
+
+
+# Given a busy room (LiveKit's participant list runs past a megabyte: many listeners, some with
+# long metadata), when a member in it is brigged, then the schedule still removes them (the list was
+# cut at 1 MiB, failed to parse, and the job backed off for ever as if LiveKit were down).
+def test_a_brig_reaches_a_member_in_a_busy_room(sql, lk):
+    scout = sql.member("scout")
+    net = sql.net()
+    connect(sql, lk, scout, net, publish=True)
+    for n in range(300):
+        lk.add_participant(net, f"listener-{n}", metadata="m" * 4000)
+    schedule()
+
+    sql.execute("UPDATE public.profiles SET roles = ARRAY['brigged'] WHERE id = %s", (scout.id,))
+    summary = schedule()
+    assert (summary["failed"], summary["removed"]) == (0, 1)
+    assert rights_in(lk, net, scout) is None
