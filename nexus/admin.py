@@ -25,6 +25,15 @@ from typing import Any
 RANKS = ["vagrant", "scout", "voyager", "founder", "pioneer"]
 
 
+def _text(low: int, high: int):
+    """argparse type: text the audit can hold (its CHECKs: a label of 1-120, a reason of 1-500 characters)."""
+    def check(value: str) -> str:
+        if not low <= len(value) <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high} characters, not {len(value)}")
+        return value
+    return check
+
+
 def _connect() -> Any:
     import psycopg
 
@@ -90,7 +99,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="nexus admin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--as", dest="as_name", default=None, help="operator label for the audit (default: $USER)")
+    common.add_argument("--as", dest="as_name", default=None, type=_text(1, 120),
+                        help="operator label for the audit (default: $USER)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_member = sub.add_parser("member", parents=[common], help="change a member's rank or roles")
@@ -98,7 +108,7 @@ def main(argv: list[str]) -> int:
     p_member.add_argument("--rank", choices=RANKS)
     p_member.add_argument("--add-role", action="append", default=[])
     p_member.add_argument("--remove-role", action="append", default=[])
-    p_member.add_argument("--reason", required=True)
+    p_member.add_argument("--reason", required=True, type=_text(1, 500))
     p_member.set_defaults(func=cmd_member)
 
     p_net = sub.add_parser("net", parents=[common], help="create a voice net or change one")
@@ -108,22 +118,22 @@ def main(argv: list[str]) -> int:
     p_net.add_argument("--join", choices=RANKS)
     p_net.add_argument("--rx", choices=RANKS)
     p_net.add_argument("--tx", choices=RANKS)
-    p_net.add_argument("--reason")
+    p_net.add_argument("--reason", type=_text(1, 500))
     p_net.set_defaults(func=cmd_net)
 
     p_skill = sub.add_parser("skill", parents=[common], help="add a skill")
     p_skill.add_argument("action", choices=["add"])
     p_skill.add_argument("name")
-    p_skill.add_argument("--reason")
+    p_skill.add_argument("--reason", type=_text(1, 500))
     p_skill.set_defaults(func=cmd_skill)
 
     p_cert = sub.add_parser("certify", parents=[common], help="certify a member as a guide for a skill")
     p_cert.add_argument("user", help="member id or email")
     p_cert.add_argument("skill", help="skill name")
-    p_cert.add_argument("--reason")
+    p_cert.add_argument("--reason", type=_text(1, 500))
     p_cert.set_defaults(func=cmd_certify)
 
     args = parser.parse_args(argv)
-    args.as_name = args.as_name or os.environ.get("USER") or getpass.getuser() or "operator"
+    args.as_name = args.as_name or (os.environ.get("USER") or getpass.getuser() or "operator")[:120]
     with _connect() as conn:
         return args.func(conn, args)

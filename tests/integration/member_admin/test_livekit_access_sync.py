@@ -219,6 +219,23 @@ def test_nexus_admin_member_is_audited_and_reaches_livekit(sql, lk, own_database
     capsys.readouterr()
 
 
+def test_nexus_admin_refuses_labels_and_reasons_the_audit_cannot_hold(sql, own_database, monkeypatch, capsys):
+    # Given an operator, when the --as label or the reason is longer than the audit keeps (120 / 500)
+    # or empty, then the command says so as a usage error (exit 2) and nothing is changed or audited
+    from nexus.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", own_database)
+    scout = sql.member("scout")
+    before = sql.one("SELECT count(*) FROM public.admin_audit")
+    for extra in (["--reason", "x" * 501], ["--reason", ""], ["--reason", "ok", "--as", "a" * 121]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["admin", "member", scout.id, "--rank", "voyager", *extra])
+        assert exit_.value.code == 2
+        assert "characters" in capsys.readouterr().err
+    assert sql.one("SELECT rank FROM public.profiles WHERE id = %s", (scout.id,)) == "scout"
+    assert sql.one("SELECT count(*) FROM public.admin_audit") == before
+
+
 def test_nexus_admin_nets_skills_and_certifications(sql, lk, own_database, monkeypatch, capsys):
     from nexus.cli import main
 
