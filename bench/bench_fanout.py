@@ -65,7 +65,7 @@ class PushServiceProcess:
 
     def __init__(self, public_key: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.peers.push_service", "--lifetime", "900",
+            [sys.executable, "-m", "tests.peers.push_service", "--lifetime", "3600",
              "--application-server-key", public_key],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None

@@ -108,8 +108,8 @@ async def _measure(base: str, url: str, conn, member_token: str, member_id: str)
         while not conn.execute("SELECT 1 FROM public.voice_presence WHERE user_id = %s AND room_name = %s "
                                "AND left_at IS NULL", (member_id, room_name)).fetchone():
             await asyncio.sleep(0.002)
-            if time.perf_counter() - active > 30:
-                raise RuntimeError("no voice_presence row 30 s after the join")
+            if time.perf_counter() - active > 120:  # a guard against hanging only
+                raise RuntimeError("no voice_presence row 120 s after the join")
         lags.append(max(0.0, time.perf_counter() - active) * 1000)
         await room.disconnect()
     await http.aclose()
@@ -131,10 +131,10 @@ def _gateway(port: int, env: dict[str, str]) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "bench.timed_gateway:TimedGateway", "--host",
                              "127.0.0.1", "--port", str(port), "--lifespan", "off", "--log-level", "warning"],
                             env=env, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300  # a guard against hanging only
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/functions/v1/none", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/functions/v1/none", timeout=5)
         except urllib.error.HTTPError:
             return proc
         except OSError:
@@ -164,7 +164,7 @@ def _inside() -> dict:
                                             access_token(member), member))
         finally:
             gateway.terminate()
-            gateway.wait(timeout=10)
+            gateway.wait(timeout=60)
             server.stop()
 
 
