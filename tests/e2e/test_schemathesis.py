@@ -77,7 +77,9 @@ class LiveKitSignature(requests.auth.AuthBase):
 
 
 # Every check schemathesis has runs: call_and_validate runs all its built-in checks (none is turned off
-# here), plus only_unstated_refusals. What they may see beyond the document is listed below, each with
+# here), plus only_unstated_refusals. (max_response_time is not a check but a limit, left unset: no
+# clocks in tests, timing lives in bench/. The stateful checks, use_after_free and
+# ensure_resource_availability, act only in stateful runs, which need OpenAPI links the document has none of.) What they may see beyond the document is listed below, each with
 # the reason JSON Schema cannot state it; openapi.json lists the per-field rules in `x-unstated-rules`.
 #
 # positive_data_acceptance: a body the document allows is accepted (2xx), or refused only with
