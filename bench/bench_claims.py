@@ -75,7 +75,7 @@ def _until_idle(one_pass: Callable[[], dict[str, Any]]) -> None:
 
 
 def _queue_deliveries(conn: Any, members: list[str]) -> None:
-    per_member = JOBS // len(members)
+    per_member = max(1, JOBS // len(members))
     conn.execute("INSERT INTO public.notification_queue (recipient_id, type, title, message) "
                  "SELECT m, 'BENCH', 'Bench', 'claims' FROM unnest(%s::uuid[]) m, generate_series(1, %s)",
                  (members, per_member))
@@ -128,7 +128,7 @@ def run() -> dict[str, Any]:
                                 "count(*) FILTER (WHERE status <> 'sent') FROM nexus_private.push_deliveries "
                                 "WHERE status <> 'cancelled'").fetchone()  # (each round starts from an empty queue)
             assert sent[1:] == (0, 0), (k, sent)
-            rows["push deliveries"][k] = (JOBS // len(members) * len(members)) / elapsed
+            rows["push deliveries"][k] = (max(1, JOBS // len(members)) * len(members)) / elapsed
             conn.execute("DELETE FROM public.notification_queue")  # the next round starts from an empty queue
         conn.close()
         db.set_database(None)
