@@ -241,7 +241,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--snapshot", metavar="FILE", help="take a pg_dump snapshot to FILE first")
     a.add_argument("--snapshot-taken", action="store_true", help="a snapshot exists; adopt without taking one")
     a.add_argument("--repair-history-only", action="store_true",
-                   help="only mark the predecessor's migration history reverted (before `supabase db push`)")
+                   help="refused: `supabase db push` cannot adopt the predecessor's database (one transaction "
+                        "per file); run `nexus db adopt`")
     a.set_defaults(func=cmd_adopt)
 
     lt = common(sub.add_parser("lint", help="Supabase advisor checks on our schemas"))

@@ -163,17 +163,6 @@ class PlanError(RuntimeError):
     pass
 
 
-def repair_history(url: str) -> list[tuple[str, str | None]]:
-    import psycopg
-
-    with psycopg.connect(url, connect_timeout=10) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        history = history_to_repair(conn)
-        if history:
-            conn.execute(REPAIR_SQL)
-    return history
-
-
 def _reverted(url: str, history: list) -> bool:
     import psycopg
 

@@ -61,9 +61,6 @@ BEGIN
   CREATE TABLE IF NOT EXISTS nexus_adopt.conversions (
     ord integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, step text NOT NULL UNIQUE,
     rows bigint NOT NULL, detail text NOT NULL DEFAULT '', done_at timestamptz NOT NULL DEFAULT now());
-  -- What a person should look at afterwards (ranks members may have set themselves, ...).
-  CREATE TABLE IF NOT EXISTS nexus_adopt.review (
-    kind text NOT NULL, subject text NOT NULL, detail text NOT NULL, PRIMARY KEY (kind, subject));
   CREATE TABLE IF NOT EXISTS nexus_adopt.reverted_history (
     version text PRIMARY KEY, name text, statements text[], reverted_at timestamptz NOT NULL DEFAULT now());
 

@@ -1,18 +1,30 @@
 -- Adopting the predecessor's database, step 2 of 2 (step 1 is
 -- 20251208000000_adopt_predecessor_set_aside.sql). It runs after every other
--- migration, so it converts into the final schema.
+-- migration of its time, so it converts into the schema as it stands then;
+-- on the predecessor's database it runs in the same transaction as step 1
+-- and everything between (nexus db adopt), so nothing here may fail on data.
 --
 -- On an empty database (nothing was set aside) only the last statement runs.
 -- Otherwise every row set aside in nexus_adopt is converted into our tables,
 -- keeping its meaning, and each conversion's row count is recorded in
--- nexus_adopt.conversions (nexus db adopt prints them):
+-- nexus_adopt.conversions (nexus db adopt prints them); every row set aside
+-- that has no row in ours is counted per table and reason in
+-- nexus_adopt.not_adopted. Free text carried over (callsigns, net labels,
+-- skill names and descriptions, notification titles and messages, flare
+-- locations) follows the text rules members write by, with a neutral
+-- fallback; no collision (skill names, callsigns, endpoints) can abort it.
 --   profiles       rank NULL/empty -> vagrant, any case lower-cased, a value
 --                  that names no rank -> vagrant; roles NULL -> {}, brig/brigged
 --                  (any case) -> brigged, medic -> Medic, rescue -> Rescue,
 --                  other names in the spelling first written; callsigns
 --                  cleaned to our rule (control characters become spaces,
---                  blank -> none, at most 64 characters). Ranks above scout
---                  (members could set their own) are listed in nexus_adopt.review.
+--                  blank -> none, at most 64 characters). Members set their
+--                  own rank and roles on the predecessor: ranks above scout and
+--                  the responder roles (Medic, Rescue) are held in
+--                  nexus_adopt.holds, the member living as scout without them
+--                  until an operator confirms (nexus admin holds; issue 24).
+--                  The predecessor's guests (is_guest) become vagrants without
+--                  a callsign, listed in nexus_adopt.guests.
 --   voice_nets     thresholds trimmed and lower-cased, empty -> vagrant; join
 --                  NULL -> receive, else scout; receive NULL -> the join;
 --                  transmit NULL -> scout; a name that is no rank let everyone
@@ -20,18 +32,21 @@
 --                  held by several nets stays on the oldest, the others get
 --                  a suffix from their id.
 --   bridges        one per unordered pair (the oldest), self-bridges removed.
---   push keys      standard base64 -> unpadded base64url, the same bytes.
+--   push keys      standard base64 -> unpadded base64url, the same bytes; an
+--                  endpoint held twice once trimmed goes to the newest.
 --   notifications  types mapped to ours, missing title derived from the type,
 --                  missing payload {}; history: not pushed, and their
 --                  retention starts now (the old time is kept in the payload).
 --   flares         type -> flare_type; a sender that is gone stays gone.
+--   skills         a name held twice (once cleaned, cut to 120, any case) is numbered.
 --   requests       PENDING stays (our expiry applies); ACTIVE -> COMPLETED now,
 --                  guide kept, old pod id cleared; of several pending for one
 --                  cadet and skill the newest stays, the others CANCELLED.
 --   presence       every row becomes closed history.
 -- Their columns that ours lack (profiles.email, voice_nets.type, ...) are put
 -- back on our tables with their values, and recorded as foreign. Their
--- tables' foreign keys to the tables set aside now point at ours.
+-- tables' foreign keys to the tables set aside now point at ours. Their
+-- tables left in public are closed to anon and to guests.
 DO $$
 DECLARE
   v_ranks constant text[] := ARRAY['vagrant', 'scout', 'voyager', 'founder', 'pioneer'];
