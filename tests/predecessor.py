@@ -103,11 +103,9 @@ def build(url: str, *, medic_endpoint: str = "https://fcm.googleapis.com/fcm/sen
             _user(conn, ids, "is_guest_scout", profile={"rank": "scout", "roles": None, "is_guest": True,
                                                         "guest_expires_at": "2025-01-04", "callsign": "Visitor"},
                   created="2025-01-03")
-            conn.execute("ALTER TABLE auth.users DISABLE TRIGGER on_auth_user_created")
-            ids["window_signup"] = str(conn.execute(
-                "INSERT INTO auth.users (id, email, raw_user_meta_data, created_at) VALUES (gen_random_uuid(), "
-                "'window@example.test', '{\"callsign\": \" pathfinder\"}', now()) RETURNING id").fetchone()[0])
-            conn.execute("ALTER TABLE auth.users ENABLE TRIGGER on_auth_user_created")
+            _user(conn, ids, "window_signup", profile=None, created="2025-12-20")
+            conn.execute("UPDATE auth.users SET raw_user_meta_data = %s WHERE id = %s",
+                         (json.dumps({"callsign": " pathfinder"}), ids["window_signup"]))
             conn.execute("ALTER TABLE public.profiles DROP CONSTRAINT profiles_id_fkey")
             ids["profile_no_user"] = str(conn.execute(
                 "INSERT INTO public.profiles (id, rank, callsign) VALUES (gen_random_uuid(), 'scout', 'Gone') "

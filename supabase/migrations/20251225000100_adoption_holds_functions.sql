@@ -60,6 +60,16 @@ BEGIN
   IF nullif(btrim(coalesce(p_reason, '')), '') IS NULL THEN
     RETURN jsonb_build_object('error', 'BAD_REQUEST', 'field', 'reason', 'message', 'a reason is required');
   END IF;
+  -- What the audit can hold: the text rules others are shown by, and its lengths.
+  IF char_length(btrim(p_reason)) > 500 OR NOT public.text_is_shown_plainly(btrim(p_reason)) THEN
+    RETURN jsonb_build_object('error', 'BAD_REQUEST', 'field', 'reason',
+                              'message', 'a reason is 1-500 characters others may be shown');
+  END IF;
+  IF char_length(btrim(coalesce(p_operator, ''))) > 120
+     OR (btrim(coalesce(p_operator, '')) <> '' AND NOT public.text_is_shown_plainly(btrim(p_operator))) THEN
+    RETURN jsonb_build_object('error', 'BAD_REQUEST', 'field', 'operator',
+                              'message', 'an operator label is 1-120 characters others may be shown');
+  END IF;
   IF p_confirm IS NULL THEN
     RETURN jsonb_build_object('error', 'BAD_REQUEST', 'field', 'confirm', 'message', 'confirm or decline');
   END IF;

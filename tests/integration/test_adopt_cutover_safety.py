@@ -248,6 +248,12 @@ def test_operators_confirm_or_decline_each_hold_and_member_admin_settles_it(own_
         conn.execute("UPDATE public.profiles SET roles = '{}' WHERE id = %s", (adopted["founder"],))
         conn.execute("DELETE FROM auth.users WHERE id = %s", (adopted["self_founder"],))
     audits = _one(url, "SELECT count(*) FROM public.admin_audit")
+    # a reason or label the audit must not hold (a terminal escape) is a refusal, not an error
+    with psycopg.connect(url, autocommit=True) as conn:
+        for operator, reason in (("ops", "ok\x1b[2J"), ("ops\u202e", "ok"), ("ops", "x" * 501)):
+            got = conn.execute("SELECT public.adoption_hold_settle(%s, true, %s, %s)",
+                               (adopted["self_rescue"], operator, reason)).fetchone()[0]
+            assert got["error"] == "BAD_REQUEST", got
     assert cli_main(["admin", "hold", "confirm", adopted["founder"], "--reason", "x"]) == 1
     assert json.loads(capsys.readouterr().out)["error"] == "CHANGED_SINCE_ADOPTION"
     assert cli_main(["admin", "hold", "confirm", adopted["self_founder"], "--reason", "x"]) == 1
