@@ -92,7 +92,14 @@ BEGIN
   IF v_member.id IS NULL THEN
     RETURN jsonb_build_object('error', 'MEMBER_DELETED', 'message', 'the member was deleted since the adoption');
   END IF;
-  IF v_member.rank IS DISTINCT FROM v_hold.live_rank OR v_member.roles IS DISTINCT FROM v_hold.live_roles THEN
+  -- Roles compared as sets of canonical spellings: a later migration that only
+  -- respells stored roles (public.canonical_role) is not a change.
+  IF v_member.rank IS DISTINCT FROM v_hold.live_rank
+     OR ARRAY(SELECT DISTINCT lower(public.canonical_role(r)) FROM unnest(v_member.roles) r
+               WHERE public.canonical_role(r) <> '' ORDER BY 1)
+        IS DISTINCT FROM
+        ARRAY(SELECT DISTINCT lower(public.canonical_role(r)) FROM unnest(v_hold.live_roles) r
+               WHERE public.canonical_role(r) <> '' ORDER BY 1) THEN
     RETURN jsonb_build_object('error', 'CHANGED_SINCE_ADOPTION',
                               'message', 'the member''s rank or roles changed since the adoption; use member-admin',
                               'rank', v_member.rank, 'roles', to_jsonb(v_member.roles));
