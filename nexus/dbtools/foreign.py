@@ -5,9 +5,13 @@ supabase/migrations/20251208000000_adopt_predecessor_set_aside.sql), it
 leaves their other tables, their functions and types, and their columns on
 the tables we took over in place, and records each in
 `nexus_adopt.foreign_objects`. `verify` and `lint` list those apart: they are
-not part of our contract and never fail it, but what is unsafe about them
-(tables anon can write, SECURITY DEFINER functions anon can run) is shown as
-a warning. An object nobody recorded is still drift.
+not part of our contract and never fail it, but what stays open about them
+to an API role is shown as a warning: to anon, to members (role
+authenticated) and to guests (anonymous sign-ins, authenticated too): tables
+without row level security, policies letting everyone write, no restrictive
+policy refusing guests, SECURITY DEFINER functions they can run. The adoption
+closes their tables to anon and guests, so on an adopted database what is
+left is what members keep. An object nobody recorded is still drift.
 """
 
 from __future__ import annotations

@@ -608,33 +608,25 @@ BEGIN
 
   -- Nothing set aside goes uncounted: a row without a row of ours that no
   -- reason above explains is counted as such.
+  CREATE TEMP TABLE adopt_missing (tbl text PRIMARY KEY, missing bigint NOT NULL) ON COMMIT DROP;
+  FOREACH v_join IN ARRAY ARRAY['profiles', 'voice_nets', 'voice_net_bridges', 'notification_queue', 'flares',
+                                'skills', 'instruction_requests'] LOOP
+    EXECUTE format('INSERT INTO adopt_missing SELECT %L, count(*) FROM nexus_adopt.%I o '
+                   'WHERE NOT EXISTS (SELECT 1 FROM public.%I t WHERE t.id = o.id)', v_join, v_join, v_join);
+  END LOOP;
+  INSERT INTO adopt_missing
+  SELECT 'push_subscriptions', count(*) FROM nexus_adopt.push_subscriptions o
+  WHERE NOT EXISTS (SELECT 1 FROM public.push_subscriptions t
+                    WHERE t.endpoint = btrim(o.endpoint, E' \t\r\n') AND t.user_id = o.user_id
+                      AND t.created_at = coalesce(o.created_at, t.created_at))
+  UNION ALL SELECT 'certifications', count(*) FROM nexus_adopt.certifications o
+  WHERE NOT EXISTS (SELECT 1 FROM public.certifications t WHERE t.user_id = o.user_id AND t.skill_id = o.skill_id)
+  UNION ALL SELECT 'voice_presence', count(*) FROM nexus_adopt.voice_presence o
+  WHERE NOT EXISTS (SELECT 1 FROM public.voice_presence t WHERE t.room_name = o.room_name
+                      AND t.participant_sid = coalesce(nullif(o.participant_sid, ''), 'adopted-' || o.id::text));
   INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
   SELECT m.tbl, 'not explained by any reason above', m.missing - coalesce(e.rows, 0)
-  FROM (
-    SELECT 'profiles' AS tbl, count(*) AS missing FROM nexus_adopt.profiles o
-    WHERE NOT EXISTS (SELECT 1 FROM public.profiles t WHERE t.id = o.id)
-    UNION ALL SELECT 'voice_nets', count(*) FROM nexus_adopt.voice_nets o
-    WHERE NOT EXISTS (SELECT 1 FROM public.voice_nets t WHERE t.id = o.id)
-    UNION ALL SELECT 'voice_net_bridges', count(*) FROM nexus_adopt.voice_net_bridges o
-    WHERE NOT EXISTS (SELECT 1 FROM public.voice_net_bridges t WHERE t.id = o.id)
-    UNION ALL SELECT 'push_subscriptions', count(*) FROM nexus_adopt.push_subscriptions o
-    WHERE NOT EXISTS (SELECT 1 FROM public.push_subscriptions t
-                      WHERE t.endpoint = btrim(o.endpoint, E' \t\r\n') AND t.user_id = o.user_id
-                        AND t.created_at = coalesce(o.created_at, t.created_at))
-    UNION ALL SELECT 'notification_queue', count(*) FROM nexus_adopt.notification_queue o
-    WHERE NOT EXISTS (SELECT 1 FROM public.notification_queue t WHERE t.id = o.id)
-    UNION ALL SELECT 'flares', count(*) FROM nexus_adopt.flares o
-    WHERE NOT EXISTS (SELECT 1 FROM public.flares t WHERE t.id = o.id)
-    UNION ALL SELECT 'skills', count(*) FROM nexus_adopt.skills o
-    WHERE NOT EXISTS (SELECT 1 FROM public.skills t WHERE t.id = o.id)
-    UNION ALL SELECT 'certifications', count(*) FROM nexus_adopt.certifications o
-    WHERE NOT EXISTS (SELECT 1 FROM public.certifications t WHERE t.user_id = o.user_id AND t.skill_id = o.skill_id)
-    UNION ALL SELECT 'instruction_requests', count(*) FROM nexus_adopt.instruction_requests o
-    WHERE NOT EXISTS (SELECT 1 FROM public.instruction_requests t WHERE t.id = o.id)
-    UNION ALL SELECT 'voice_presence', count(*) FROM nexus_adopt.voice_presence o
-    WHERE NOT EXISTS (SELECT 1 FROM public.voice_presence t WHERE t.room_name = o.room_name
-                        AND t.participant_sid = coalesce(nullif(o.participant_sid, ''), 'adopted-' || o.id::text))
-  ) m
+  FROM adopt_missing m
   LEFT JOIN (SELECT tbl, sum(rows) AS rows FROM nexus_adopt.not_adopted GROUP BY tbl) e ON e.tbl = m.tbl
   WHERE m.missing > coalesce(e.rows, 0);
   DELETE FROM nexus_adopt.not_adopted WHERE rows = 0;

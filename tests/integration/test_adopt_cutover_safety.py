@@ -20,24 +20,10 @@ from nexus.dbtools import main
 from nexus.dbtools.verify import report
 from nexus.migrate import MIGRATIONS_DIR, MigrationError, migrate
 from tests import predecessor
+from tests.integration.test_adopt_predecessor import _new_db, _one, _rows, reference  # noqa: F401 (fixture)
 from tests.support import Client, sign_user_token
 
 HELD = ("founder", "pioneer", "self_founder", "medic", "brigged", "rescuer", "self_rescue")
-
-
-def _new_db(pg, prefix: str) -> tuple[str, str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    return name, pg.create_database(name)
-
-
-def _rows(url: str, sql: str, params=None) -> list[tuple]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def _one(url: str, sql: str, params=None):
-    rows = _rows(url, sql, params)
-    return rows[0][0] if rows else None
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +329,7 @@ def test_the_set_aside_refuses_to_run_one_file_at_a_time(pg, capsys):
         pg.drop_database(name)
 
 
-def test_adopt_is_one_transaction_a_late_failure_changes_nothing(pg, tmp_path, capsys, reference_url):
+def test_adopt_is_one_transaction_a_late_failure_changes_nothing(pg, tmp_path, capsys, reference):
     name, url = _new_db(pg, "adopt24_tx")
     try:
         predecessor.build(url)
@@ -365,16 +351,6 @@ def test_adopt_is_one_transaction_a_late_failure_changes_nothing(pg, tmp_path, c
         assert _state(url) == before
         assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
         capsys.readouterr()
-        assert report(url, reference_url=reference_url).differences == []
+        assert report(url, reference_url=reference).differences == []
     finally:
         pg.drop_database(name)
-
-
-@pytest.fixture(scope="module")
-def reference_url(pg):
-    from nexus.dbtools import scratch
-
-    name, url = _new_db(pg, "adopt24_ref")
-    scratch.replay(url)
-    yield url
-    pg.drop_database(name)
