@@ -55,9 +55,9 @@ def _user(conn, ids: dict, key: str, *, profile: dict | None, anonymous: bool = 
 
 def build(url: str, *, medic_endpoint: str = "https://fcm.googleapis.com/fcm/send/adopted-medic",
           medic_p256dh: str = STD_P256DH, medic_auth: str = STD_AUTH) -> Predecessor:
-    from nexus.migrate import apply_shim
+    from nexus.migrate import prepare_platform
 
-    apply_shim(url)
+    prepare_platform(url)  # the auth server's `auth` when its binary is here, as production has
     ids: dict[str, str] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SCHEMA.read_text())
