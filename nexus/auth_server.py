@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexus.livekit_server import _die_with_parent, cache_dir, free_port
+from nexus import procs
+from nexus.livekit_server import cache_dir, free_port
 
 AUTH_SERVER_VERSION = "v2.188.0"
 RELEASES_URL = "https://github.com/supabase/auth/releases"
@@ -224,46 +224,23 @@ class AuthServer:
         self.port = self.port or free_port()
         if self.log_path is None:
             self.log_path = Path(tempfile.mkdtemp(prefix="nexus-auth-")) / "auth.log"
-        log = open(self.log_path, "ab")
-        # `serve` only: the database was migrated by prepare_database, in Supabase's order.
-        self.proc = subprocess.Popen([str(binary), "serve"], env=self.environment(), stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                code, self.proc = self.proc.returncode, None
-                raise ServerUnavailable(f"the auth server exited ({code}):\n{self.log_tail()}")
-            if self.ready():
-                return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ServerUnavailable(f"the auth server did not answer in {timeout:.0f} s:\n{self.log_tail()}")
-            time.sleep(0.1)
+        try:
+            # `serve` only: the database was migrated by prepare_database, in Supabase's order.
+            self.proc = procs.start([str(binary), "serve"], name="the auth server", log_path=self.log_path,
+                                    ready=self.ready, timeout=timeout, env=self.environment())
+        except procs.NotReady as e:
+            raise ServerUnavailable(str(e)) from None
+        return self
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return procs.answers(self.url + "/health", timeout=2)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
-        except (OSError, TypeError):
-            return ""
+        return procs.log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        procs.stop(proc, timeout)
 
     def rotate(self, new_key: dict[str, Any] | None = None) -> dict[str, Any]:
         """Sign with a new key from now on, the old one still verifying and published
@@ -293,10 +270,11 @@ def service_role_key(jwt_secret: str, issuer: str, role: str = "service_role") -
 
 
 def call(base_url: str, method: str, path: str, body: Any = None, *, token: str | None = None,
-         apikey: str | None = None, timeout: float = 30.0) -> tuple[int, Any]:
-    """One JSON request to the auth server's API; (status, parsed body or None)."""
+         apikey: str | None = None, headers: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, Any]:
+    """One JSON request to the auth server's API (as supabase-js sends it: `apikey`, and the
+    session's token or else the key as bearer); (status, parsed body or None)."""
     data = None if body is None else json.dumps(body).encode()
-    headers = {"content-type": "application/json", "accept": "application/json"}
+    headers = {"content-type": "application/json", "accept": "application/json", **(headers or {})}
     if apikey:
         headers["apikey"] = apikey
     if token or apikey:

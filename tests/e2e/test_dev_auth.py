@@ -3,11 +3,8 @@ developer uses it with supabase-js (the anon key from dev.env), and without the 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import urllib.error
-import urllib.request
 import uuid
 
 import jwt
@@ -18,18 +15,7 @@ from tests.e2e.devstack import NEXUS, ROOT, demo_token, running_dev_stack
 
 
 def _request(url: str, method: str = "GET", body=None, headers: dict | None = None) -> tuple[int, object]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw
+    return auth_server.call(url, method, "", body, headers=headers)
 
 
 @pytest.fixture(scope="module")
