@@ -22,7 +22,9 @@ BEGIN
   UPDATE public.instruction_requests
   SET status = 'COMPLETED', closed_at = now(), updated_at = now()
   WHERE status = 'ACCEPTED' AND (cadet_id = OLD.id OR guide_id = OLD.id);
-  DELETE FROM public.instruction_requests WHERE cadet_id = OLD.id AND guide_id IS NULL;
+  -- Never accepted: no guide ever took part (a guide deleted earlier leaves guide_id NULL on
+  -- a request whose pod still carries its room's delete, so that is not the test).
+  DELETE FROM public.instruction_requests WHERE cadet_id = OLD.id AND accepted_at IS NULL AND sim_pod_id IS NULL;
 
   IF to_regnamespace('nexus_adopt') IS NOT NULL THEN
     FOR r IN

@@ -212,3 +212,15 @@ def test_a_member_of_the_adopted_predecessor(adopted_auth, key, mode):
                           ("voice_net_bridges", "created_by"), ("instruction_requests", "cadet_id"),
                           ("instruction_requests", "guide_id")):
         assert db.one(f"SELECT count(*) FROM public.{table} WHERE {column} = %s", (user_id,)) == 0, table
+
+
+# Given a pod whose guide was deleted, when its cadet is deleted too, then the pod row (which
+# carries its room's pending delete) and its request stay, naming neither.
+def test_both_members_of_a_pod_deleted_one_after_the_other(auth, sql, members):
+    cadet, guide = members("vagrant"), members("voyager")
+    pod = open_pod(cadet, guide, skill_with_guide(sql, guide.user_id))
+    delete(auth, sql, guide.user_id, "hard")
+    delete(auth, sql, cadet.user_id, "soft")
+    assert pod_row(sql, pod["simPodId"]) == {"cadet_id": None, "guide_id": None, "end_reason": "MEMBER_DELETED",
+                                             "ended": True, "room_delete_due": True}
+    assert request_row(sql, pod["simPodId"]) == ("COMPLETED", None, None)
