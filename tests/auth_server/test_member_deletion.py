@@ -76,6 +76,9 @@ def test_a_plain_member(auth, sql, members, mode):
     for table, col in (("push_subscriptions", "user_id"), ("notification_queue", "recipient_id"),
                        ("certifications", "user_id")):
         assert sql.one(f"SELECT count(*) FROM public.{table} WHERE {col} = %s", (member.user_id,)) == 0, table
+    # LiveKit is to follow: a job brings the rooms they are in to their rights (none, without a profile).
+    assert sql.one("SELECT count(*) FROM nexus_private.livekit_access_jobs WHERE user_id = %s AND status = 'pending'",
+                   (member.user_id,)) == 1
 
 
 # Given a guide in an open pod, then the pod ends (its room's delete due now), the request
