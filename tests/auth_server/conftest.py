@@ -24,15 +24,26 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+_SKIPPED = pytest.StashKey[list]()
+
+
 @pytest.fixture(scope="session")
-def auth_binary():
+def auth_binary(request):
     found = auth_server.find_binary()
     if found is None:
         message = auth_server.how_to_get()
         if _in_ci():
             pytest.fail(f"CI=true and the auth server is missing: {message}", pytrace=False)
+        request.config.stash.setdefault(_SKIPPED, []).append(message)
         pytest.skip(message)
     return found
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    reasons = config.stash.get(_SKIPPED, [])
+    if reasons:
+        terminalreporter.write_line(f"!!!!! REAL AUTH SERVER TESTS SKIPPED: {reasons[0]} "
+                                    "(with CI=true this is a failure) !!!!!", red=True, bold=True)
 
 
 @dataclass
