@@ -213,6 +213,8 @@ class AuthServer:
             "GOTRUE_RATE_LIMIT_ANONYMOUS_USERS": "100000", "GOTRUE_RATE_LIMIT_TOKEN_REFRESH": "100000",
             "GOTRUE_RATE_LIMIT_VERIFY": "100000", "GOTRUE_RATE_LIMIT_OTP": "100000",
             "GOTRUE_RATE_LIMIT_EMAIL_SENT": "100000",
+            # supabase-js sends these; on Supabase its gateway answers CORS, here the server does.
+            "GOTRUE_CORS_ALLOWED_HEADERS": "apikey,x-client-info,x-supabase-api-version",
             "GOTRUE_DB_MAX_POOL_SIZE": "10",
             "GOTRUE_LOG_LEVEL": "warn",
         }

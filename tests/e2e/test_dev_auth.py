@@ -54,6 +54,22 @@ def test_a_frontend_signs_up_signs_in_and_calls_a_function(stack):
     assert _request(f"{url}/rest/v1/profiles", headers=keyed)[0] == 404
 
 
+# Given a browser app on another origin, its CORS preflight for supabase-js's headers passes.
+def test_a_browser_preflight_for_supabase_js_passes(stack):
+    import urllib.request
+
+    req = urllib.request.Request(f"{stack['dev']['SUPABASE_URL']}/auth/v1/token?grant_type=password", method="OPTIONS",
+                                 headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                                          "Access-Control-Request-Headers": "apikey,authorization,content-type,"
+                                                                            "x-client-info,x-supabase-api-version"})
+    with urllib.request.urlopen(req, timeout=20) as resp:
+        assert resp.status in (200, 204)
+        assert resp.headers["access-control-allow-origin"] in ("*", "http://localhost:3000")
+        allowed = resp.headers["access-control-allow-headers"].lower()
+    for header in ("apikey", "authorization", "content-type", "x-client-info", "x-supabase-api-version"):
+        assert header in allowed, allowed
+
+
 # Given the demo members, they were made through the auth server: its admin API lists them,
 # they sign in with the dev password (`nexus token`), and a custom --ttl is signed with the
 # server's own ES256 key.
