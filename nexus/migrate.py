@@ -273,7 +273,22 @@ def _adopt_in_one_transaction(conn, pending: list[Migration], log) -> list[str]:
     return [m.version for m in pending]
 
 
-def prepare_local(url: str, log=print) -> list[str]:
-    """Shim plus migrations: what a fresh local database needs."""
+_AUTO = object()
+
+
+def prepare_platform(url: str, *, auth_binary=_AUTO) -> None:
+    """What a Supabase project provides, in Supabase's order: the auth server's own migrations
+    make `auth` (when its binary is here; `auth_binary=None` for the shim's `auth.users`), then
+    the shim adds the rest of the platform. A database whose `auth` the shim made keeps it."""
+    from nexus import auth_server
+
+    binary = auth_server.find_binary() if auth_binary is _AUTO else auth_binary
+    if binary is not None and auth_server.made_by_auth_server(url) is not False:
+        auth_server.prepare_database(url, binary)
     apply_shim(url)
+
+
+def prepare_local(url: str, log=print, *, auth_binary=_AUTO) -> list[str]:
+    """Platform (auth server, shim) plus migrations: what a fresh local database needs."""
+    prepare_platform(url, auth_binary=auth_binary)
     return migrate(url, log=log)

@@ -42,8 +42,13 @@ def _user(conn, ids: dict, key: str, *, profile: dict | None, anonymous: bool = 
     uid = str(uuid.uuid4())
     ids[key] = uid
     # The predecessor's trigger makes a 'scout' profile; each row is then set as production has it.
-    conn.execute("INSERT INTO auth.users (id, email, is_anonymous, created_at) VALUES (%s, %s, %s, %s)",
-                 (uid, None if anonymous else f"{key}@example.test", anonymous, created))
+    # As the auth server writes its rows (instance, audience, role, empty token strings): its
+    # admin API finds and reads them.
+    conn.execute("INSERT INTO auth.users (instance_id, id, aud, role, email, is_anonymous, created_at, updated_at, "
+                 "raw_app_meta_data, raw_user_meta_data, confirmation_token, recovery_token, email_change_token_new, "
+                 "email_change) VALUES ('00000000-0000-0000-0000-000000000000', %s, "
+                 "'authenticated', 'authenticated', %s, %s, %s, %s, '{}', '{}', '', '', '', '')",
+                 (uid, None if anonymous else f"{key}@example.test", anonymous, created, created))
     if profile is None:
         conn.execute("DELETE FROM public.profiles WHERE id = %s", (uid,))
     else:
@@ -55,9 +60,9 @@ def _user(conn, ids: dict, key: str, *, profile: dict | None, anonymous: bool = 
 
 def build(url: str, *, medic_endpoint: str = "https://fcm.googleapis.com/fcm/send/adopted-medic",
           medic_p256dh: str = STD_P256DH, medic_auth: str = STD_AUTH) -> Predecessor:
-    from nexus.migrate import apply_shim
+    from nexus.migrate import prepare_platform
 
-    apply_shim(url)
+    prepare_platform(url)  # the auth server's `auth` when its binary is here, as production has
     ids: dict[str, str] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SCHEMA.read_text())

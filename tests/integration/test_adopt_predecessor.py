@@ -127,12 +127,12 @@ def test_our_tables_keep_no_predecessor_policy_and_no_blanket_grant(adopted, ref
                                   "WHERE has_table_privilege('anon', %s::regclass, p)", (f"public.{table}",))
         assert privs is None, (table, privs)
         assert _one(adopted.url, "SELECT has_table_privilege('anon', %s::regclass, 'SELECT')", (f"public.{table}",)) is False
-    # The sign-up trigger on auth.users is ours alone.
+    # The triggers on auth.users (sign-up, soft delete) are ours alone.
     def triggers(url):
         return sorted(_rows(url, "SELECT t.tgname, p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
                                  "WHERE t.tgrelid = 'auth.users'::regclass AND NOT t.tgisinternal"))
     assert triggers(adopted.url) == triggers(reference)
-    assert {proc for _, proc in triggers(adopted.url)} == {"handle_new_auth_user"}
+    assert {proc for _, proc in triggers(adopted.url)} == {"handle_new_auth_user", "auth_user_soft_deleted"}
 
 
 def test_every_member_has_a_profile_and_anonymous_sign_ins_do_not(adopted):
