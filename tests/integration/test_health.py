@@ -367,3 +367,40 @@ def test_livekit_url_credentials_never_shown_or_logged(health, env, sql, capsys,
     for secret in (user, password, "Tq9tok"):
         if secret is not None:
             assert secret not in shown, (url, shown)
+
+
+# Given a database the new migrations have not reached (no health_clearance yet), when members
+# ask, then health still judges them by the database's rank and brig: a founder gets the report
+# (saying the database is behind), a scout and a brigged founder are refused.
+def test_rank_check_on_a_database_behind_the_rank_lookup(health, env, pg, tmp_path):
+    import shutil
+    import uuid
+
+    from nexus import migrate
+    from shared import config, db
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    for m in migrate.discover():
+        if m.version < "20251221000000":
+            shutil.copy(m.path, earlier / m.path.name)
+    name = f"health_behind_{uuid.uuid4().hex[:8]}"
+    url = pg.create_database(name)
+    try:
+        migrate.apply_shim(url)
+        migrate.migrate(url, earlier, log=lambda *_: None)
+        own = support.Db(url)
+        founder, scout, brigged = own.member("founder"), own.member("scout"), own.member("pioneer", ["brigged"])
+        own.close()
+        env.setenv("DATABASE_URL", url)
+        config.get_settings.cache_clear()
+        db.set_database(None)
+
+        reply = get(health, founder.token())
+        assert reply.status == 200, reply
+        assert reply.json["contract"]["status"] == "behind"
+        assert get(health, scout.token()).json["error"] == "INSUFFICIENT_CLEARANCE"
+        assert get(health, brigged.token()).json["error"] == "FORBIDDEN"
+    finally:
+        db.set_database(None)
+        pg.drop_database(name)
