@@ -372,23 +372,10 @@ def test_livekit_url_credentials_never_shown_or_logged(health, env, sql, capsys,
 # Given a database the new migrations have not reached (no health_clearance yet), when members
 # ask, then health still judges them by the database's rank and brig: a founder gets the report
 # (saying the database is behind), a scout and a brigged founder are refused.
-def test_rank_check_on_a_database_behind_the_rank_lookup(health, env, pg, tmp_path):
-    import shutil
-    import uuid
-
-    from nexus import migrate
+def test_rank_check_on_a_database_behind_the_rank_lookup(health, env, pg):
     from shared import config, db
 
-    earlier = tmp_path / "earlier"
-    earlier.mkdir()
-    for m in migrate.discover():
-        if m.version < "20251221000000":
-            shutil.copy(m.path, earlier / m.path.name)
-    name = f"health_behind_{uuid.uuid4().hex[:8]}"
-    url = pg.create_database(name)
-    try:
-        migrate.apply_shim(url)
-        migrate.migrate(url, earlier, log=lambda *_: None)
+    with support.migrated_database(pg, "health_behind", before="20251221000000") as url:
         own = support.Db(url)
         founder, scout, brigged = own.member("founder"), own.member("scout"), own.member("pioneer", ["brigged"])
         own.close()
@@ -401,6 +388,4 @@ def test_rank_check_on_a_database_behind_the_rank_lookup(health, env, pg, tmp_pa
         assert reply.json["contract"]["status"] == "behind"
         assert get(health, scout.token()).json["error"] == "INSUFFICIENT_CLEARANCE"
         assert get(health, brigged.token()).json["error"] == "FORBIDDEN"
-    finally:
-        db.set_database(None)
-        pg.drop_database(name)
+        db.set_database(None)  # its connections, before the database is dropped

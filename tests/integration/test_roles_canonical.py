@@ -10,7 +10,6 @@ Real Postgres with the real migrations; member-admin's LiveKit is the Twirp fake
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 
 import psycopg
@@ -236,19 +235,10 @@ def test_a_brigged_founder_reads_no_audit(sql, database_url, bypassed, rank):
 # -- rows written before the rule: existing and adopted ------------------------------------------
 
 @pytest.fixture
-def before_the_rule(pg, tmp_path):
+def before_the_rule(pg):
     """A database migrated up to just before this issue's migrations."""
-    earlier = tmp_path / "earlier"
-    earlier.mkdir()
-    for m in migrate.discover():
-        if m.version < MY_FIRST_VERSION:
-            shutil.copy(m.path, earlier / m.path.name)
-    name = f"roles_{uuid.uuid4().hex[:10]}"
-    url = pg.create_database(name)
-    migrate.apply_shim(url)
-    migrate.migrate(url, earlier, log=lambda *_: None)
-    yield url
-    pg.drop_database(name)
+    with support.migrated_database(pg, "roles", before=MY_FIRST_VERSION) as url:
+        yield url
 
 
 # Given members whose roles were written in other spellings before the rule (SQL in the
