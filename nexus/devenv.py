@@ -81,6 +81,11 @@ def external_livekit() -> dict[str, str] | None:
     return {k: os.environ[k] for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET") if os.environ.get(k)}
 
 
+def _flag(name: str) -> str:
+    """A true/false setting passed through from the environment (false unless it says true)."""
+    return "true" if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") else "false"
+
+
 def dev_environment(pg_port: int = PG_PORT, gateway_port: int = GATEWAY_PORT,
                     livekit_port: int = LIVEKIT_PORT) -> dict[str, str]:
     s = dev_secrets()
@@ -99,6 +104,8 @@ def dev_environment(pg_port: int = PG_PORT, gateway_port: int = GATEWAY_PORT,
         "VAPID_PRIVATE_KEY": s["VAPID_PRIVATE_KEY"],
         "VAPID_SUBJECT": "mailto:dev@nomadnexus.local",
         "CORS_ALLOW_ORIGINS": "*",
+        # `LIVEKIT_PUBLISH_AFTER_JOIN_CHECK=true make dev`: strict mode (docs/livekit-access.md)
+        "LIVEKIT_PUBLISH_AFTER_JOIN_CHECK": _flag("LIVEKIT_PUBLISH_AFTER_JOIN_CHECK"),
     }
     env.update(external_livekit() or {})
     env["SUPABASE_SERVICE_ROLE_KEY"] = service_role_key(s["SUPABASE_JWT_SECRET"], f"{supabase_url}/auth/v1")
