@@ -107,8 +107,16 @@ class AccessSync:
     """Claims access jobs, brings LiveKit in line for each, reports what happened."""
 
     def __init__(self, rooms: RoomServiceClient, worker: str | None = None, *,
-                 lease_seconds: int = 60, retry_base_seconds: int = 5, retry_cap_seconds: int = 60):
+                 lease_seconds: int = 60, retry_base_seconds: int = 5, retry_cap_seconds: int = 60,
+                 revoke_before_remove: bool | None = None):
         self.rooms = rooms
+        if revoke_before_remove is None:
+            from shared.config import get_settings
+
+            revoke_before_remove = get_settings().LIVEKIT_PUBLISH_AFTER_JOIN_CHECK
+        # Strict mode: LiveKit hands the client a refreshed token with its grants at every change,
+        # so taking every right away first leaves the client holding a token without publish.
+        self.revoke_before_remove = revoke_before_remove
         self.worker = worker or f"access-{uuid.uuid4().hex[:12]}"
         self.lease_seconds = lease_seconds
         self.retry_base_seconds = retry_base_seconds
@@ -186,6 +194,9 @@ class AccessSync:
         written: list[dict[str, Any]] = []
         for (room, p), r in zip(found, rights):
             if not r["canJoin"]:
+                if self.revoke_before_remove:
+                    self.rooms.update_participant(room, p.identity, permission=desired_permission({}),
+                                                  metadata=p.metadata, timeout=self._left(deadline))
                 self.rooms.remove_participant(room, p.identity, timeout=self._left(deadline))
                 outcomes["removed"] += 1
             else:
