@@ -103,6 +103,16 @@ class Heard:
         return len(self.frames.get(identity, []))
 
 
+async def _quiet(heard: Heard, identity: str, still: float = 0.5) -> None:
+    """Until nothing new has arrived from `identity` for `still` seconds (at most GUARD)."""
+    deadline = time.monotonic() + GUARD
+    last, since = heard.mark(identity), time.monotonic()
+    while time.monotonic() - since < still and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        if heard.mark(identity) != last:
+            last, since = heard.mark(identity), time.monotonic()
+
+
 def measure() -> dict[str, Any]:
     """Inside the namespace."""
     import logging
@@ -204,6 +214,7 @@ async def _scenario(conn: Any, server: Any) -> dict[str, Any]:
                 await asyncio.to_thread(post, admin_app, founder_token,
                                         {"userId": scout, "addRoles": ["brig"], "reason": "bench"})
                 await asyncio.wait_for(s.disconnected.wait(), GUARD)
+                await _quiet(heard, scout)  # the talk from before the brig has all arrived
                 held = {"minted": minted, "refreshed (latest)": s.room._token}
                 if mode == "strict" and refreshed:
                     held["refreshed (at the grant)"] = refreshed[0]
@@ -220,7 +231,7 @@ async def _scenario(conn: Any, server: Any) -> dict[str, Any]:
                         await again.leave()
                     except Refused:
                         pass
-                    await asyncio.sleep(0.3)  # anything forwarded late arrives
+                    await _quiet(heard, scout)  # anything forwarded late arrives
                     frames, span = heard.since(scout, mark)
                     got = reconnects.setdefault(f"{mode}: {kind}", {"frames": [], "ms": []})
                     got["frames"].append(frames)

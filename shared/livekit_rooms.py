@@ -28,9 +28,10 @@ Each call runs on its own short-lived event loop and HTTP session, so the
 facade is safe from any synchronous code (Lambda handlers, threads). Tests
 point `url` at tests/peers/livekit_twirp.py, a loopback fake of the service.
 
-The participant calls HTTP functions make inline (`participants`,
+The calls HTTP functions make inline (`rooms_now`, `participants`,
 `update_participant`, `remove_participant`: member-admin and the webhook's
-join check) speak Twirp's JSON form over the standard library instead, so
+join check; the access sync and the reconciler's discovery use them too)
+speak Twirp's JSON form over the standard library instead, so
 livekit.api, aiohttp and protobuf stay off those functions' import path.
 The server accepts snake_case or camelCase keys and answers snake_case with
 defaults included (twirp v8 as livekit-server configures it); both are read.
