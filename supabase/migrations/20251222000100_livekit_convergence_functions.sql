@@ -83,8 +83,10 @@ CREATE TRIGGER sim_pods_deleted_bump_livekit_rights
 --   it instead of breaking the one-pending index.
 -- * A job is not claimed while another job for the same member (or, for a room
 --   job, the same room) is processing: one member's rights are written by one
---   worker at a time. What two workers still race on (a room job and a member
---   job) the rights versions settle at report time.
+--   worker at a time. A join to judge is the exception: a session that may not
+--   be there (a brigged member's old token) is removed at once, not after the
+--   schedule. What two workers still race on (that, and a room job beside a
+--   member job) the rights versions settle at report time.
 -- * Each job comes with the rooms voice_presence has its member open in; the
 --   worker adds every room LiveKit lists (shared/livekit_access.py), since a
 --   join whose webhook was lost or is not committed yet has no row here.
@@ -116,10 +118,11 @@ BEGIN
      WHERE j.status = 'pending'
        AND (CASE WHEN p_job_ids IS NULL THEN j.next_run_at <= now()
                  ELSE j.id IN (SELECT jsonb_array_elements_text(p_job_ids)::bigint) END)
-       AND NOT EXISTS (SELECT 1 FROM nexus_private.livekit_access_jobs o
-                        WHERE o.status = 'processing'
-                          AND CASE WHEN j.user_id IS NOT NULL THEN o.user_id = j.user_id
-                                   ELSE o.user_id IS NULL AND o.room_name = j.room_name END)
+       AND (j.cause = 'join'
+            OR NOT EXISTS (SELECT 1 FROM nexus_private.livekit_access_jobs o
+                            WHERE o.status = 'processing'
+                              AND CASE WHEN j.user_id IS NOT NULL THEN o.user_id = j.user_id
+                                       ELSE o.user_id IS NULL AND o.room_name = j.room_name END))
      ORDER BY j.next_run_at, j.id
      LIMIT greatest(p_limit, 0)
      FOR UPDATE OF j SKIP LOCKED

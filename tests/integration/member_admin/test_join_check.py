@@ -152,3 +152,16 @@ def test_a_join_by_an_identity_that_is_not_a_member_id_is_left_alone(hook, sql, 
                                  time.time(), time.time() - 7200)
     assert deliver(hook, event).status == 200
     assert lk.calls == []
+
+
+# Given a brigged scout whose member job a worker holds (processing), when they rejoin with an old
+# token, then the webhook still removes them at once: a join to judge never waits for the member's
+# other job (the claim skips a busy member for every other kind of job).
+def test_a_join_to_judge_is_applied_while_the_members_job_is_processing(hook, sql, lk):
+    scout = sql.member("scout", ["brigged"])
+    net = sql.net()
+    sql.execute("DELETE FROM nexus_private.livekit_access_jobs WHERE user_id = %s", (scout.id,))
+    sql.execute("INSERT INTO nexus_private.livekit_access_jobs (user_id, cause, status, locked_at, locked_by) "
+                "VALUES (%s, 'profile', 'processing', now(), 'w-busy')", (scout.id,))
+    assert deliver(hook, joined(lk, scout, net, publish=True, rank="scout")).status == 200
+    assert rights_in(lk, net, scout) is None
