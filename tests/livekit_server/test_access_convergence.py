@@ -16,11 +16,9 @@ import time
 
 import pytest
 
-from tests.livekit_server import clients
 from tests.livekit_server.clients import Refused, joined
-from tests.livekit_server.fixtures import serving
+from tests.livekit_server.test_roomservice_real import deliveries, lossy  # noqa: F401  (fixtures)
 from tests.livekit_server.test_member_admin_live import admin, listed, present, schedule, token_for, until
-from tests.peers.tcp_proxy import TcpProxy
 
 GUARD = 60.0  # seconds: only so a broken build fails instead of hanging
 
@@ -95,29 +93,6 @@ async def _recorded(sql, room, member) -> bool:
 
 
 # -- participant_joined lost on the way -----------------------------------------------------------
-
-class Deliveries:
-    """LiveKit's webhooks to the functions through a proxy that can lose participant_joined."""
-
-    def __init__(self, upstream: int):
-        self.proxy = TcpProxy(upstream, lifetime=900).__enter__()
-        self.port = self.proxy.port
-
-    def close(self) -> None:
-        self.proxy.close()
-
-
-@pytest.fixture(scope="module")
-def deliveries(functions):
-    d = Deliveries(functions.port)
-    yield d
-    d.close()
-
-
-@pytest.fixture(scope="module")
-def lossy(livekit_binary, deliveries):
-    yield from serving(livekit_binary, deliveries.port)
-
 
 @pytest.fixture
 def on_lossy(env, lossy, deliveries):
@@ -287,6 +262,23 @@ async def _may_publish(participant) -> bool:
     return permissions is not None and bool(getattr(permissions, "can_publish", False))
 
 
+def _reconnect_loop(sql, livekit, lk_call, *, strict: bool) -> tuple[list, list[dict]]:
+    """A scout talks where a voyager listens, is brigged, reconnects with every token they held.
+    Returns what the listener was sent from them afterwards (tracks) and each attempt."""
+    net = sql.net("vagrant", "vagrant", "scout")
+    founder, scout, voyager = sql.member("founder"), sql.member("scout"), sql.member("voyager")
+    tokens = [token_for(scout, net), token_for(scout, net)]
+    listener_token = token_for(voyager, net)
+
+    async def scenario():
+        async with joined(livekit.url, listener_token) as listener:
+            attempts = await _brig_then_reconnect(sql, livekit, net, founder, scout, listener, tokens, strict=strict)
+            await asyncio.sleep(1)  # anything forwarded late would have arrived
+            return listener.tracks.get(scout.id) or [], attempts
+
+    return lk_call(scenario(), timeout=6 * GUARD)
+
+
 # Strict mode (LIVEKIT_PUBLISH_AFTER_JOIN_CHECK=true): given a scout talking (granted after their
 # join check) and a listener hearing them, when the scout is brigged and reconnects with every token
 # they held, then every attempt ends removed and the listener receives none of their audio.
@@ -295,35 +287,13 @@ def test_strict_mode_a_brigged_member_reconnecting_is_never_heard(sql, livekit, 
 
     env.setenv("LIVEKIT_PUBLISH_AFTER_JOIN_CHECK", "true")
     config.get_settings.cache_clear()
-    net = sql.net("vagrant", "vagrant", "scout")
-    founder, scout, voyager = sql.member("founder"), sql.member("scout"), sql.member("voyager")
-    tokens = [token_for(scout, net), token_for(scout, net)]
-    listener_token = token_for(voyager, net)
-
-    async def scenario():
-        async with joined(livekit.url, listener_token) as listener:
-            attempts = await _brig_then_reconnect(sql, livekit, net, founder, scout, listener, tokens, strict=True)
-            await asyncio.sleep(1)  # anything forwarded late would have arrived
-            assert listener.tracks.get(scout.id) in (None, []), "the listener received the brigged scout's audio"
-            assert not any(a["published"] for a in attempts), attempts
-
-    lk_call(scenario(), timeout=6 * GUARD)
+    sent, attempts = _reconnect_loop(sql, livekit, lk_call, strict=True)
+    assert sent == [], "the listener received the brigged scout's audio"
+    assert len(attempts) == 3 and not any(a["published"] for a in attempts), attempts
 
 
 # Default mode: the same reconnects each end with the scout removed (what audio gets through
 # meanwhile is `make bench`'s figure, not asserted here).
 def test_default_mode_a_brigged_member_reconnecting_is_removed_every_time(sql, livekit, lk_call):
-    net = sql.net("vagrant", "vagrant", "scout")
-    founder, scout, voyager = sql.member("founder"), sql.member("scout"), sql.member("voyager")
-    tokens = [token_for(scout, net), token_for(scout, net)]
-    listener_token = token_for(voyager, net)
-
-    async def scenario():
-        async with joined(livekit.url, listener_token) as listener:
-            attempts = await _brig_then_reconnect(sql, livekit, net, founder, scout, listener, tokens, strict=False)
-            assert len(attempts) == 3
-
-    lk_call(scenario(), timeout=6 * GUARD)
-
-
-_ = clients  # the module the helpers above come from
+    _, attempts = _reconnect_loop(sql, livekit, lk_call, strict=False)
+    assert len(attempts) == 3  # each one waited for the removal and an empty queue
