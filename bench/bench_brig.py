@@ -23,10 +23,7 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -39,24 +36,9 @@ GUARD = 30.0
 
 def run() -> dict[str, Any]:
     """Outside the namespace: make sure the server is built, then measure inside one."""
-    from nexus import netns
-    from nexus.livekit_server import ensure_binary
+    from bench.common import in_namespace
 
-    reason = netns.unavailable_reason()
-    if reason:
-        raise SystemExit(f"bench_brig needs a network namespace: {reason}")
-    binary = ensure_binary()
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = Path(f.name)
-    try:
-        env = {**os.environ, "NEXUS_LIVEKIT_SERVER_BIN": str(binary)}
-        done = netns.run([sys.executable, "-m", "bench.bench_brig", str(out)], env=env,
-                         cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, timeout=1500)
-        if done.returncode != 0:
-            raise SystemExit(f"bench_brig failed inside the namespace (exit {done.returncode})")
-        data = json.loads(out.read_text())
-    finally:
-        out.unlink(missing_ok=True)
+    data = in_namespace("bench.bench_brig", timeout=1500)
     return {"markdown": report(data), "data": data}
 
 
@@ -118,35 +100,12 @@ def measure() -> dict[str, Any]:
     import logging
 
     import psycopg
-    import uvicorn
 
-    from bench.common import LIVEKIT_KEY, LIVEKIT_SECRET, lambda_env, postgres
-    from nexus.livekit_server import LiveKitServer, free_port
+    from bench.common import livekit_stack, postgres
 
     logging.getLogger("livekit").setLevel(logging.CRITICAL)
-    with postgres() as url:
-        functions_port = free_port()
-        server = LiveKitServer(LIVEKIT_KEY, LIVEKIT_SECRET, binary=Path(os.environ["NEXUS_LIVEKIT_SERVER_BIN"]),
-                               webhook_urls=[f"http://127.0.0.1:{functions_port}/functions/v1/livekit-webhook"],
-                               log_level="warn")
-        server.start()
-        env = lambda_env(url, LIVEKIT_URL=server.url, LOG_LEVEL="ERROR")
-        env.pop("AWS_LAMBDA_FUNCTION_NAME", None)
-        os.environ.clear()
-        os.environ.update(env)
-        from nexus.gateway import Gateway
-
-        gateway = uvicorn.Server(uvicorn.Config(Gateway(), host="127.0.0.1", port=functions_port, lifespan="off",
-                                                log_level="error"))
-        threading.Thread(target=gateway.run, daemon=True).start()
-        while not gateway.started:
-            time.sleep(0.05)
-        try:
-            with psycopg.connect(url, autocommit=True) as conn:
-                return asyncio.run(_scenario(conn, server))
-        finally:
-            gateway.should_exit = True
-            server.stop()
+    with postgres() as url, livekit_stack(url) as server, psycopg.connect(url, autocommit=True) as conn:
+        return asyncio.run(_scenario(conn, server))
 
 
 def _strict(on: bool) -> None:
