@@ -39,7 +39,7 @@ async def removed_for_good(sql, livekit, room: str, member) -> None:
 @contextlib.contextmanager
 def held_at_commit(sql, member):
     """The webhook transaction that records `member`'s join is held open at its commit (a deferred
-    trigger waits while the gate is closed) until the block ends. Yields a check for "held now"."""
+    trigger waits while the gate is closed) until `release()` or the end of the block."""
     sql.execute("CREATE SCHEMA IF NOT EXISTS test_hold")
     sql.execute("CREATE TABLE IF NOT EXISTS test_hold.gate (closed boolean NOT NULL)")
     sql.execute("DELETE FROM test_hold.gate")
@@ -53,11 +53,16 @@ def held_at_commit(sql, member):
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.user_id = '{member.id}'::uuid)
         EXECUTE FUNCTION test_hold.wait()""")
 
-    def holding() -> bool:
-        return bool(sql.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
-                            "AND query LIKE '%livekit_webhook_ingest%'"))
+    class Hold:
+        @staticmethod
+        def holding() -> bool:
+            return bool(sql.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"))
+
+        @staticmethod
+        def release() -> None:
+            sql.execute("UPDATE test_hold.gate SET closed = false")
     try:
-        yield holding
+        yield Hold
     finally:
         sql.execute("UPDATE test_hold.gate SET closed = false")
         sql.execute("DROP TRIGGER IF EXISTS test_hold_join ON public.voice_presence")
@@ -74,13 +79,13 @@ def test_a_join_racing_a_brig_ends_with_the_member_removed(sql, livekit, lk_call
     token = token_for(scout, net)
 
     async def scenario():
-        async with joined(livekit.url, token) as s:
-            with held_at_commit(sql, scout) as holding:
-                await until(lambda: asyncio.to_thread(holding), GUARD, "the webhook held at its commit")
+        with held_at_commit(sql, scout) as hold:
+            async with joined(livekit.url, token) as s:
+                await until(lambda: asyncio.to_thread(hold.holding), GUARD, "the webhook held at its commit")
                 answer = await asyncio.to_thread(admin, founder, scout, addRoles=["brig"])
                 assert answer["livekit"]["applied"] is True, answer
-            # the gate is open: the join commits after the brig did
-            await asyncio.wait_for(s.disconnected.wait(), GUARD)  # removed by the server, not by leaving
+                hold.release()  # the join commits after the brig did
+                await asyncio.wait_for(s.disconnected.wait(), GUARD)  # removed by the server, not by leaving
         await until(lambda: _recorded(sql, net, scout), GUARD, "the held join committing")
         await removed_for_good(sql, livekit, net, scout)
 
