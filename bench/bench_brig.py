@@ -31,14 +31,15 @@ from typing import Any
 
 ROUNDS = int(os.environ.get("NEXUS_BENCH_BRIG_ROUNDS", 6))
 JOIN_ROUNDS = int(os.environ.get("NEXUS_BENCH_JOIN_ROUNDS", 15))
-GUARD = 30.0
+# A guard against hanging only (a slow machine is never a failure of the benchmark).
+GUARD = 300.0
 
 
 def run() -> dict[str, Any]:
     """Outside the namespace: make sure the server is built, then measure inside one."""
     from bench.common import in_namespace
 
-    data = in_namespace("bench.bench_brig", timeout=1500)
+    data = in_namespace("bench.bench_brig", timeout=3600)
     return {"markdown": report(data), "data": data}
 
 

@@ -52,7 +52,7 @@ async def listed(livekit, room: str) -> dict:
     return {p.identity: p for p in answer.participants}
 
 
-async def until(check, timeout: float = 20.0, what: str = "the condition"):
+async def until(check, timeout: float = 60.0, what: str = "the condition"):  # a guard only
     deadline = time.monotonic() + timeout
     while True:
         found = await check()
@@ -273,7 +273,7 @@ def _promote_then_demote(sql, livekit, lk_call, order: str) -> None:
         return [j for j in jobs if j["userId"] == vagrant.id]
 
     def finish(job: dict, worker: str) -> None:
-        written = AccessSync(rooms, worker)._apply(job, time.monotonic() + 10, Counter())
+        written = AccessSync(rooms, worker)._apply(job, time.monotonic() + 60, Counter())  # a generous deadline
         db.call("livekit_access_jobs_report", p_worker=worker,
                 p_done=[{"id": job["id"], "written": written}], p_failed=[])
 
