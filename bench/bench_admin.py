@@ -20,10 +20,7 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,24 +33,9 @@ VISIBLE_GUARD_SECONDS = 300
 
 def run() -> dict[str, Any]:
     """Outside the namespace: make sure the server is built, then measure inside one."""
-    from nexus import netns
-    from nexus.livekit_server import ensure_binary
+    from bench.common import in_namespace
 
-    reason = netns.unavailable_reason()
-    if reason:
-        raise SystemExit(f"bench_admin needs a network namespace: {reason}")
-    binary = ensure_binary()
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = Path(f.name)
-    try:
-        env = {**os.environ, "NEXUS_LIVEKIT_SERVER_BIN": str(binary)}
-        done = netns.run([sys.executable, "-m", "bench.bench_admin", str(out)], env=env,
-                         cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, timeout=3600)
-        if done.returncode != 0:
-            raise SystemExit(f"bench_admin failed inside the namespace (exit {done.returncode})")
-        data = json.loads(out.read_text())
-    finally:
-        out.unlink(missing_ok=True)
+    data = in_namespace("bench.bench_admin", timeout=3600)
     return {"markdown": report(data), "data": data}
 
 
@@ -66,34 +48,11 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def measure() -> dict[str, Any]:
     """Inside the namespace."""
     import psycopg
-    import uvicorn
 
-    from bench.common import LIVEKIT_KEY, LIVEKIT_SECRET, access_token, lambda_env, new_member, postgres
-    from nexus.livekit_server import LiveKitServer, free_port
+    from bench.common import access_token, livekit_stack, new_member, postgres
 
-    with postgres() as url:
-        functions_port = free_port()
-        server = LiveKitServer(LIVEKIT_KEY, LIVEKIT_SECRET, binary=Path(os.environ["NEXUS_LIVEKIT_SERVER_BIN"]),
-                               webhook_urls=[f"http://127.0.0.1:{functions_port}/functions/v1/livekit-webhook"],
-                               log_level="warn")
-        server.start()
-        env = lambda_env(url, LIVEKIT_URL=server.url, LOG_LEVEL="ERROR")
-        env.pop("AWS_LAMBDA_FUNCTION_NAME", None)  # no metric lines on stdout
-        os.environ.clear()
-        os.environ.update(env)
-        from nexus.gateway import Gateway
-
-        gateway = uvicorn.Server(uvicorn.Config(Gateway(), host="127.0.0.1", port=functions_port, lifespan="off",
-                                                log_level="error"))
-        threading.Thread(target=gateway.run, daemon=True).start()
-        while not gateway.started:
-            time.sleep(0.05)
-        try:
-            with psycopg.connect(url, autocommit=True) as conn:
-                return asyncio.run(_scenario(conn, server, access_token, new_member))
-        finally:
-            gateway.should_exit = True
-            server.stop()
+    with postgres() as url, livekit_stack(url) as server, psycopg.connect(url, autocommit=True) as conn:
+        return asyncio.run(_scenario(conn, server, access_token, new_member))
 
 
 async def _scenario(conn: Any, server: Any, access_token: Any, new_member: Any) -> dict[str, Any]:

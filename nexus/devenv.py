@@ -104,6 +104,11 @@ def external_livekit() -> dict[str, str] | None:
     return {k: os.environ[k] for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET") if os.environ.get(k)}
 
 
+def _flag(name: str) -> str:
+    """A true/false setting passed through from the environment (false unless it says true)."""
+    return "true" if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") else "false"
+
+
 def dev_environment(pg_port: int = PG_PORT, gateway_port: int = GATEWAY_PORT,
                     livekit_port: int = LIVEKIT_PORT, *, auth_server: bool = False) -> dict[str, str]:
     """What the functions and clients get. With `auth_server` (Supabase's auth server runs
@@ -126,6 +131,8 @@ def dev_environment(pg_port: int = PG_PORT, gateway_port: int = GATEWAY_PORT,
         "VAPID_PRIVATE_KEY": s["VAPID_PRIVATE_KEY"],
         "VAPID_SUBJECT": "mailto:dev@nomadnexus.local",
         "CORS_ALLOW_ORIGINS": "*",
+        # `LIVEKIT_PUBLISH_AFTER_JOIN_CHECK=true make dev`: strict mode (docs/livekit-access.md)
+        "LIVEKIT_PUBLISH_AFTER_JOIN_CHECK": _flag("LIVEKIT_PUBLISH_AFTER_JOIN_CHECK"),
     }
     env.update({k: os.environ[k] for k in AUTH_SETTINGS if os.environ.get(k)})
     env.update(external_livekit() or {})

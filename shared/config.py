@@ -88,7 +88,12 @@ class Settings(BaseModel):
     LIVEKIT_URL: str | None = None
     LIVEKIT_API_KEY: str | None = None
     LIVEKIT_API_SECRET: SecretStr | None = None
-    LIVEKIT_TOKEN_TTL_SECONDS: int = Field(3600, ge=60, le=86400)
+    # Tokens LiveKit refreshes for connected participants last 10 minutes; ours no longer, so a
+    # token kept past a brig or a demotion buys at most that (docs/livekit-access.md).
+    LIVEKIT_TOKEN_TTL_SECONDS: int = Field(600, ge=60, le=86400)
+    # Strict mode: every token we mint (livekit-token, academy-accept) carries no publish or data
+    # right; RoomService grants them once the webhook's join check has passed.
+    LIVEKIT_PUBLISH_AFTER_JOIN_CHECK: bool = False
     # livekit-webhook, its retry worker and the stale-presence reconciler.
     LIVEKIT_API_TIMEOUT_SECONDS: float = Field(5.0, gt=0, le=60)
     LIVEKIT_WEBHOOK_MAX_BODY_BYTES: int = Field(262144, ge=4096, le=4194304)

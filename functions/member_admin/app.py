@@ -136,7 +136,7 @@ def change_member(request: Request) -> Response:
 
     job = result.get("accessJobId")
     summary = apply_now([job], settings.LIVEKIT_ACCESS_INLINE_BUDGET_SECONDS, settings) if job else None
-    applied = summary is not None and summary.done == 1
+    applied = summary is not None and job in summary.done_ids
     outcomes = summary.outcomes if summary is not None else {}
     count("MembersChanged", 1, function="member-admin")
     return Response(200, {
