@@ -29,7 +29,8 @@ from typing import Any
 
 from shared import db
 from shared.config import get_settings
-from shared.livekit_rooms import DeadlineReached, LiveKitError, RoomNotFound, RoomServiceClient
+from shared.livekit_rooms import DeadlineReached, LiveKitError, RoomNotFound
+from shared.livekit_roomservice import RoomService
 
 log = logging.getLogger("nexus.livekit_webhook.reconciler")
 
@@ -47,7 +48,7 @@ def deadline_from(context: Any, margin: float = MARGIN_SECONDS) -> float:
     return time.monotonic() + max(0.0, remaining - margin)
 
 
-def run(rooms: RoomServiceClient | None = None, *, batch: int = 500, deadline: float | None = None) -> dict[str, Any]:
+def run(rooms: RoomService | None = None, *, batch: int = 500, deadline: float | None = None) -> dict[str, Any]:
     """One pass. `deadline` (time.monotonic()): rooms not judged by then are left for the next run."""
     settings = get_settings().require("database", "livekit")
     stale = db.call("livekit_presence_stale_rooms", p_older_than_seconds=settings.PRESENCE_RECONCILE_AFTER_SECONDS,
@@ -55,7 +56,7 @@ def run(rooms: RoomServiceClient | None = None, *, batch: int = 500, deadline: f
     summary = {"rooms": len(stale), "closed": 0, "roomsFinished": 0, "unanswered": 0, "deferred": 0}
     if not stale:
         return summary
-    rooms = rooms or RoomServiceClient.from_settings()
+    rooms = rooms or RoomService.from_settings()
     names = [r["room"] for r in stale]
     checked_at = datetime.now(timezone.utc).isoformat()
     answers = rooms.presence_by_room(names, deadline=deadline)
