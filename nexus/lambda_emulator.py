@@ -12,15 +12,14 @@ cached beside livekit-server (`~/.cache/nomadnexus/bin/aws-lambda-rie-<version>`
 versions pinned in pyproject.toml) read-only at /var/runtime, the whole root file system
 read-only and a fresh /tmp the only writable place. It takes a mount namespace
 (`unshare --mount`, as root), so nothing outside the sandbox sees its mounts. The
-emulator starts the runtime on the first invocation (the cold start, whose init
-duration it reports as Lambda does) and answers the invocations API on 127.0.0.1.
+emulator starts the runtime on the first invocation (the cold start) and answers the
+invocations API on 127.0.0.1; its REPORT lines are kept in `Sandbox.reports`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -201,7 +200,7 @@ class Sandbox:
         self.stop()
         raise EmulatorUnavailable("the emulator did not listen within 30 s")
 
-    def _read_reports(self) -> None:
+    def _read_reports(self) -> None:  # also keeps the pipe from filling
         assert self.proc is not None and self.proc.stdout is not None
         for raw in self.proc.stdout:
             line = raw.decode(errors="replace").rstrip()
@@ -217,17 +216,6 @@ class Sandbox:
                 return Invocation(reply.status, reply.read())
         except urllib.error.HTTPError as e:
             return Invocation(e.code, e.read())
-
-    def init_ms(self, wait: float = 5.0) -> float | None:
-        """The cold start's init duration as the emulator reported it (Lambda's `Init Duration`)."""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            for line in self.reports:
-                found = re.search(r"Init Duration: ([0-9.]+) ms", line)
-                if found:
-                    return float(found.group(1))
-            time.sleep(0.02)
-        return None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -255,6 +243,36 @@ def build_runtime(dest: Path) -> Path:
     package.pip_install(package.closure(RUNTIME_REQUIREMENTS), dest, host=True)
     package.compile_bytecode(dest, "/var/runtime")
     return dest
+
+
+def cached_build(kind: str, host: bool, build: Callable[[Path], None]) -> Path:
+    """build(dest) once per digest of its inputs (nexus.package.inputs_digest), in
+    ~/.cache/nomadnexus/packages; older builds of the same kind are removed."""
+    from nexus import package
+
+    root = cache_dir() / "packages"
+    dest = root / f"{kind}-{package.inputs_digest(host)}"
+    if (dest / ".complete").exists():
+        return dest
+    for old in root.glob(f"{kind}-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    build(partial)
+    partial.rename(dest)
+    (dest / ".complete").touch()
+    return dest
+
+
+def host_packages() -> Path:
+    """Every package for this machine and Python, with the runtime side in runtime/ (cached)."""
+    from nexus import package
+
+    def build(dest: Path) -> None:
+        package.build_all(dest, host=True)
+        build_runtime(dest / "runtime")
+
+    return cached_build("host", True, build)
 
 
 def main(argv: list[str] | None = None) -> int:

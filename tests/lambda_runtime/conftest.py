@@ -1,6 +1,6 @@
 """The packages built for this machine by nexus/package.py, and AWS's Runtime Interface Emulator.
 
-Builds are cached by a digest of everything they read (nexus.package.inputs_digest),
+Builds are cached by a digest of everything they read (nexus.lambda_emulator.cached_build),
 in ~/.cache/nomadnexus/packages, so a rerun with nothing changed starts at once.
 Without the emulator, awslambdaric, root or unshare these tests skip with one
 line saying why; under CI=true that is a failure.
@@ -9,13 +9,11 @@ line saying why; under CI=true that is a failure.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from nexus import lambda_emulator, package
-from nexus.livekit_server import cache_dir
+from nexus import lambda_emulator
 
 CI = os.environ.get("CI") == "true"
 
@@ -24,22 +22,6 @@ def unavailable(reason: str) -> None:
     if CI:
         pytest.fail(f"the Lambda rehearsal cannot run under CI: {reason}", pytrace=False)
     pytest.skip(f"Lambda rehearsal skipped: {reason}")
-
-
-def cached_build(kind: str, host: bool, build) -> Path:
-    """build(dest) once per input digest; older builds of the same kind are removed."""
-    root = cache_dir() / "packages"
-    dest = root / f"{kind}-{package.inputs_digest(host)}"
-    if (dest / ".complete").exists():
-        return dest
-    for old in root.glob(f"{kind}-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    build(partial)
-    partial.rename(dest)
-    (dest / ".complete").touch()
-    return dest
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +45,4 @@ def host_packages() -> Path:
     except metadata.PackageNotFoundError:
         unavailable("awslambdaric is not installed (pyproject.toml's dev extras pin it): `make install`")
 
-    def build(dest: Path) -> None:
-        package.build_all(dest, host=True)
-        lambda_emulator.build_runtime(dest / "runtime")
-
-    return cached_build("host", True, build)
+    return lambda_emulator.host_packages()

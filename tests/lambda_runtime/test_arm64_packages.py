@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nexus import package
-from tests.lambda_runtime.conftest import cached_build
+from nexus.lambda_emulator import cached_build
 from tests.unit.test_packaging import RUNTIME_PROVIDED, _reachable
 
 pytestmark = pytest.mark.slow
