@@ -24,7 +24,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from nexus import livekit_server
-from nexus.livekit_server import cache_dir, find_go, go_environment
+from nexus.livekit_server import cache_dir, ensure_go_binary
 
 RIE_VERSION = "v0.0.0-20261030222936-bef5c4ba774d"  # the module proxy's latest (no tagged release is served)
 GO_PACKAGE = "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie"
@@ -53,43 +51,10 @@ def binary_path(version: str = RIE_VERSION) -> Path:
 
 def ensure_binary(version: str = RIE_VERSION, *, build: bool = True,
                   log: Callable[[str], None] | None = None) -> Path:
-    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    target = binary_path(version)
-    if os.access(target, os.X_OK):
-        return target
-    if not build:
-        raise EmulatorUnavailable(f"aws-lambda-rie is not built ({target})")
-    go = find_go()
-    if go is None:
-        raise EmulatorUnavailable(f"no Go toolchain found: {HOW_TO_GET}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    import fcntl
-
-    with open(target.parent / f".build-aws-lambda-rie-{version}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel runs wait for one build
-        if os.access(target, os.X_OK):
-            return target
-        log(f"building aws-lambda-rie {version} with {go} (first time only, about a minute; cached at {target})")
-        gobin = Path(tempfile.mkdtemp(prefix="aws-lambda-rie-", dir=target.parent))
-        started = time.monotonic()
-        proc = subprocess.Popen([go, "install", "-v", f"{GO_PACKAGE}@{version}"],
-                                env={**go_environment(), "GOBIN": str(gobin)}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
-        assert proc.stdout is not None
-        tail: list[str] = []
-        for count, line in enumerate(proc.stdout, 1):
-            tail = (tail + [line.rstrip()])[-30:]
-            if count % 25 == 0:
-                log(f"  aws-lambda-rie build: {count} lines ({time.monotonic() - started:.0f} s) ... {line.rstrip()}")
-        code = proc.wait()
-        built = gobin / "aws-lambda-rie"
-        if code != 0 or not built.exists():
-            shutil.rmtree(gobin, ignore_errors=True)
-            raise EmulatorUnavailable(f"`go install {GO_PACKAGE}@{version}` failed (exit {code}):\n" + "\n".join(tail))
-        os.replace(built, target)
-        shutil.rmtree(gobin, ignore_errors=True)
-        log(f"built aws-lambda-rie in {time.monotonic() - started:.0f} s: {target}")
-    return target
+    """The cached emulator for `version`, built first if it is missing (and `build`)."""
+    return ensure_go_binary("aws-lambda-rie", GO_PACKAGE, version, binary_path(version), "aws-lambda-rie",
+                            build=build, log=log, how_to_get=HOW_TO_GET, error=EmulatorUnavailable,
+                            lock_name=f".build-aws-lambda-rie-{version}.lock")
 
 
 def sandbox_problem() -> str | None:
@@ -98,8 +63,8 @@ def sandbox_problem() -> str | None:
         return "the sandbox needs Linux mount namespaces"
     if os.geteuid() != 0:
         return "the sandbox's mounts need root (CI and the project's machines run as root)"
-    if not shutil.which("unshare"):
-        return "unshare (util-linux) is not installed"
+    if not (shutil.which("unshare") and shutil.which("setpriv")):
+        return "unshare and setpriv (util-linux) are not installed"
     return None
 
 
@@ -182,9 +147,10 @@ class Sandbox:
             "NEXUS_PORT": str(self.port), "NEXUS_API_PORT": str(_free_port()),
         }
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", _SANDBOX],
-                                     env=env, stdout=subprocess.PIPE, stderr=out,
-                                     preexec_fn=livekit_server._die_with_parent)
+        # setpriv --pdeathsig: the emulator (exec'd in place by unshare and sh) stops when we do.
+        self.proc = subprocess.Popen(["setpriv", "--pdeathsig", "TERM", "unshare", "--mount", "--propagation",
+                                      "private", "/bin/sh", "-c", _SANDBOX],
+                                     env=env, stdout=subprocess.PIPE, stderr=out)
         import threading
 
         threading.Thread(target=self._read_reports, daemon=True).start()
@@ -216,6 +182,13 @@ class Sandbox:
                 return Invocation(reply.status, reply.read())
         except urllib.error.HTTPError as e:
             return Invocation(e.code, e.read())
+
+    def first_report(self, wait: float = 30.0) -> str:
+        """The emulator's REPORT line of the first invocation (it reads stdout behind the answer)."""
+        deadline = time.monotonic() + wait
+        while not self.reports and time.monotonic() < deadline and self.proc and self.proc.poll() is None:
+            time.sleep(0.02)
+        return self.reports[0] if self.reports else ""
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

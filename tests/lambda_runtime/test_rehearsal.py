@@ -177,7 +177,7 @@ def test_http_function_cold_starts_and_answers_a_function_url_event(logical_id, 
             assert body["token"].count(".") == 2
         if logical_id == "LiveKitWebhookFunction":
             assert body["received"] is True
-        assert box.reports and "Init Duration" in box.reports[0]  # it was this container's cold start
+        assert "Init Duration" in box.first_report()  # it was this container's cold start
 
 
 @pytest.mark.parametrize("logical_id", SCHEDULED)
@@ -190,7 +190,7 @@ def test_scheduled_function_cold_starts_and_runs_on_the_schedulers_event(logical
         # A run returns its summary; a failed run is an error object (and the schedule's dead-letter queue).
         assert isinstance(summary, dict) and "errorType" not in summary, (
             summary, (tmp_path / f"{logical_id}.log").read_text()[-3000:])
-        assert box.reports and "Init Duration" in box.reports[0]
+        assert "Init Duration" in box.first_report()
 
 
 # -- a secret that cannot be read at init (docs/deploy.md, "secrets") -----------------------------
