@@ -220,20 +220,29 @@ def build_runtime(dest: Path) -> Path:
 
 def cached_build(kind: str, host: bool, build: Callable[[Path], None]) -> Path:
     """build(dest) once per digest of its inputs (nexus.package.inputs_digest), in
-    ~/.cache/nomadnexus/packages; older builds of the same kind are removed."""
+    ~/.cache/nomadnexus/packages; builds of the same kind unused for an hour are removed."""
     from nexus import package
+
+    import fcntl
 
     root = cache_dir() / "packages"
     dest = root / f"{kind}-{package.inputs_digest(host)}"
     if (dest / ".complete").exists():
+        os.utime(dest)  # in use: not pruned by another checkout's build
         return dest
-    for old in root.glob(f"{kind}-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    build(partial)
-    partial.rename(dest)
-    (dest / ".complete").touch()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{kind}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # runs sharing the cache (parallel checkouts) build once
+        if (dest / ".complete").exists():
+            return dest
+        for old in root.glob(f"{kind}-*"):
+            if time.time() - old.stat().st_mtime > 3600:  # others' (other checkouts) unused for an hour
+                shutil.rmtree(old, ignore_errors=True)
+        partial = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)  # a build that died half-way
+        build(partial)
+        partial.rename(dest)
+        (dest / ".complete").touch()
     return dest
 
 
