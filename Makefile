@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 # Which interpreter the venv was made with: a different one rebuilds it.
 INTERPRETER := $(VENV)/.interpreter
 
-.PHONY: dev test test-slow lint bench install clean package openapi livekit-server lambda-emulator supabase-cli FORCE
+.PHONY: dev test test-slow test-loaded lint bench install clean package openapi livekit-server lambda-emulator supabase-cli FORCE
 
 $(INTERPRETER): FORCE
 	@want="$$($(PYTHON) -c 'import sys; print(sys.version, "$(PYTHON)")')"; \
@@ -73,6 +73,11 @@ test: $(STAMP) lint livekit-server supabase-cli
 # The long suites, among them the packages run under the emulator (.ci/run runs both).
 test-slow: $(STAMP) livekit-server lambda-emulator
 	$(PY) -m pytest -m slow
+
+# The fault and deadline suites twice, with the other core(s) kept busy by CPU burners it starts
+# and stops (tests/loaded.py): no test may depend on how fast or idle the machine is.
+test-loaded: $(STAMP)
+	$(PY) -m tests.loaded
 
 lint: $(STAMP) $(SAM_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml

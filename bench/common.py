@@ -107,7 +107,7 @@ def sign_webhook(body: bytes) -> str:
 
     now = int(time.time())
     digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-    return jwt.encode({"iss": LIVEKIT_KEY, "sub": "", "nbf": now, "exp": now + 600, "sha256": digest},
+    return jwt.encode({"iss": LIVEKIT_KEY, "sub": "", "nbf": now, "exp": now + 3600, "sha256": digest},
                       LIVEKIT_SECRET, algorithm="HS256")
 
 
@@ -135,6 +135,16 @@ def new_member(conn: Any, rank: str = "scout", roles: list[str] | None = None) -
     conn.execute("INSERT INTO auth.users (id, email) VALUES (%s, %s)", (uid, f"{uid}@bench.invalid"))
     conn.execute("UPDATE public.profiles SET rank = %s, roles = %s WHERE id = %s", (rank, roles or [], uid))
     return uid
+
+
+def new_members(conn: Any, count: int, rank: str = "scout") -> list[str]:
+    """`count` fresh members at once (a benchmark gives each rate-limited request its own member
+    rather than loosening the limit)."""
+    ids = [r[0] for r in conn.execute(
+        "INSERT INTO auth.users (id, email) SELECT gen_random_uuid(), gen_random_uuid() || '@bench.invalid' "
+        "FROM generate_series(1, %s) RETURNING id::text", (count,)).fetchall()]
+    conn.execute("UPDATE public.profiles SET rank = %s WHERE id = ANY(%s::uuid[])", (rank, ids))
+    return ids
 
 
 # -- timing ---------------------------------------------------------------------------------------

@@ -39,8 +39,18 @@ ROLE_NAME = TextRule("role-name", f"^[{WHITESPACE}]*[A-Za-z][A-Za-z0-9 _.-]{{0,3
 RoleName = Annotated[str, ROLE_NAME]
 
 
+def _something_to_change_schema(schema: dict[str, Any]) -> None:
+    # The model validator's rule, for openapi.json: a rank (not null), or at least one role to add
+    # or to remove.
+    schema["anyOf"] = [
+        {"required": ["rank"], "properties": {"rank": {"type": "string"}}},
+        {"required": ["addRoles"], "properties": {"addRoles": {"minItems": 1}}},
+        {"required": ["removeRoles"], "properties": {"removeRoles": {"minItems": 1}}},
+    ]
+
+
 class MemberChange(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, json_schema_extra=_something_to_change_schema)
 
     userId: UUID
     rank: Rank | None = None

@@ -52,7 +52,7 @@ async def listed(livekit, room: str) -> dict:
     return {p.identity: p for p in answer.participants}
 
 
-async def until(check, timeout: float = 20.0, what: str = "the condition"):
+async def until(check, timeout: float = 60.0, what: str = "the condition"):  # a guard only
     deadline = time.monotonic() + timeout
     while True:
         found = await check()
@@ -278,7 +278,7 @@ def _promote_then_demote(sql, livekit, lk_call, order: str) -> None:
             sql.execute("UPDATE public.profiles SET rank = 'vagrant' WHERE id = %s", (vagrant.id,))
             demote = await asyncio.to_thread(claim, "w-demote")
             for job in ([promote, demote] if order == "promote job first" else [demote, promote]):
-                await asyncio.to_thread(AccessSync(rooms)._apply, job, time.monotonic() + 10, Counter())
+                await asyncio.to_thread(AccessSync(rooms)._apply, job, time.monotonic() + 60, Counter())
             info = (await listed(livekit, net))[vagrant.id]
             assert (info.permission.can_publish, info.permission.can_subscribe, rank_of(info)) == \
                 (False, True, "vagrant")

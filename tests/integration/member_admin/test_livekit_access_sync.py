@@ -144,7 +144,7 @@ def test_promote_then_demote_in_either_order_ends_demoted(sql, lk, order):
 
     jobs = [promote, demote] if order == "promote job first" else [demote, promote]
     for job in jobs:
-        AccessSync(rooms)._apply(job, time.monotonic() + 5, Counter())
+        AccessSync(rooms)._apply(job, time.monotonic() + 60, Counter())  # a generous deadline
 
     assert rights_in(lk, net, vagrant) == {"sid": lk.participant(net, vagrant.id).sid, "subscribe": True,
                                            "publish": False, "data": False, "sources": [], "rank": "vagrant"}
