@@ -81,33 +81,44 @@ def go_environment() -> dict[str, str]:
 def ensure_binary(version: str = LIVEKIT_SERVER_VERSION, *, build: bool = True,
                   log: Callable[[str], None] | None = None) -> Path:
     """The cached binary for `version`, built first if it is missing (and `build`)."""
+    return ensure_go_binary("livekit-server", GO_PACKAGE, version, binary_path(version), "server", build=build,
+                            log=log, how_to_get=HOW_TO_GET, error=ServerUnavailable,
+                            lock_name=f".build-{version}.lock")
+
+
+def ensure_go_binary(label: str, go_package: str, version: str, target: Path, built_name: str, *, build: bool,
+                     log: Callable[[str], None] | None, how_to_get: str, error: type[Exception],
+                     lock_name: str) -> Path:
+    """`target`, built first with `go install go_package@version` if it is missing (and `build`).
+
+    Shared by the pinned tools built from Go modules (livekit-server, aws-lambda-rie).
+    """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    target = binary_path(version)
     if os.access(target, os.X_OK):
         return target
     if not build:
-        raise ServerUnavailable(f"livekit-server {version} is not built ({target})")
+        raise error(f"{label} {version} is not built ({target})")
     go = find_go()
     if go is None:
-        raise ServerUnavailable(f"no Go toolchain found: {HOW_TO_GET}")
+        raise error(f"no Go toolchain found: {how_to_get}")
     target.parent.mkdir(parents=True, exist_ok=True)
     import fcntl
 
-    with open(target.parent / f".build-{version}.lock", "w") as lock:
+    with open(target.parent / lock_name, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two builds at once (parallel runs) wait for one another
         if os.access(target, os.X_OK):
             return target
-        _build(go, version, target, log)
+        _build(go, label, go_package, version, target, built_name, log, error)
     return target
 
 
-def _build(go: str, version: str, target: Path, log: Callable[[str], None]) -> None:
-    log(f"building livekit-server {version} with {go} (first time only, a few minutes; "
-        f"cached at {target})")
-    gobin = Path(tempfile.mkdtemp(prefix=f"livekit-server-{version}-", dir=target.parent))
+def _build(go: str, label: str, go_package: str, version: str, target: Path, built_name: str,
+           log: Callable[[str], None], error: type[Exception]) -> None:
+    log(f"building {label} {version} with {go} (first time only, a few minutes; cached at {target})")
+    gobin = Path(tempfile.mkdtemp(prefix=f"{label}-{version}-", dir=target.parent))
     env = {**go_environment(), "GOBIN": str(gobin)}
     started = time.monotonic()
-    proc = subprocess.Popen([go, "install", "-v", f"{GO_PACKAGE}@{version}"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([go, "install", "-v", f"{go_package}@{version}"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     tail: list[str] = []
     count = 0
@@ -119,15 +130,15 @@ def _build(go: str, version: str, target: Path, log: Callable[[str], None]) -> N
             continue
         count += 1
         if count % 50 == 0:
-            log(f"  livekit-server build: {count} packages compiled ({time.monotonic() - started:.0f} s) ... {line}")
+            log(f"  {label} build: {count} packages compiled ({time.monotonic() - started:.0f} s) ... {line}")
     code = proc.wait()
-    built = gobin / "server"
+    built = gobin / built_name
     if code != 0 or not built.exists():
         shutil.rmtree(gobin, ignore_errors=True)
-        raise ServerUnavailable(f"`go install {GO_PACKAGE}@{version}` failed (exit {code}):\n" + "\n".join(tail))
+        raise error(f"`go install {go_package}@{version}` failed (exit {code}):\n" + "\n".join(tail))
     os.replace(built, target)
     shutil.rmtree(gobin, ignore_errors=True)
-    log(f"built livekit-server {version} in {time.monotonic() - started:.0f} s: {target}")
+    log(f"built {label} {version} in {time.monotonic() - started:.0f} s: {target}")
 
 
 # -- running it -------------------------------------------------------------------------------

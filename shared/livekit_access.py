@@ -30,7 +30,7 @@ job is processing.
 Used inline by member-admin (its own change, within a time budget) and by the
 webhook (a join to correct), and by the `livekit-access-sync` schedule for
 everything else, with backoff while LiveKit is down. Only the standard library
-talks to LiveKit here (shared/livekit_rooms.py's Twirp JSON calls).
+talks to LiveKit here (shared/livekit_rooms.py's Twirp JSON calls, standard library only).
 """
 
 from __future__ import annotations

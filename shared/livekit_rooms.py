@@ -1,14 +1,18 @@
-"""LiveKit's RoomService for scheduled jobs, behind a small synchronous facade.
-
-Used by the stale-presence reconciler (`presence_by_room`) and by the
-academy's sim-pod expiry (`delete_room`). Built on livekit-api's
-`LiveKitAPI`, imported lazily inside the calls: it pulls in aiohttp and the
-protobuf stack, which no HTTP function should pay for at import time.
+"""LiveKit's RoomService behind a small synchronous facade: the outcomes, and the
+participant calls over Twirp JSON and the standard library.
 
     rooms = RoomServiceClient.from_settings()      # LIVEKIT_URL/_API_KEY/_API_SECRET
-    rooms.list_participants("net-alpha")           # [Participant(sid, identity, ...)]
-    rooms.presence_by_room(["net-alpha", "net-x"]) # {"net-alpha": [...], "net-x": RoomNotFound}
-    rooms.delete_room("sim-pod-123")               # True if deleted, False if already gone
+    rooms.participants("net-alpha")                # [ParticipantState(sid, identity, ...)]
+    rooms.update_participant("net-alpha", "u1", permission={...}, metadata="...")
+    rooms.remove_participant("net-alpha", "u1")    # True if removed, False if already gone
+
+The room calls the scheduled jobs make (ListRooms, ListParticipants in bulk,
+DeleteRoom) are `shared.livekit_roomservice.RoomService`, a subclass built on
+livekit-api's `LiveKitAPI` (aiohttp and the protobuf stack). Only the two
+functions that ship livekit-api import it (the stale-presence reconciler and
+the sim-pod expiry), so no other function can reach livekit.api or aiohttp
+through this module (tests/unit/test_packaging.py holds every function's
+imports, lazy ones included, to its package).
 
 Every outcome maps onto something a caller can act on:
 - a value: LiveKit answered;
@@ -24,10 +28,6 @@ Every outcome maps onto something a caller can act on:
   time ran out first; the room was not asked about, or its answer was not
   waited for. Leave it for the next run.
 
-Each call runs on its own short-lived event loop and HTTP session, so the
-facade is safe from any synchronous code (Lambda handlers, threads). Tests
-point `url` at tests/peers/livekit_twirp.py, a loopback fake of the service.
-
 The calls HTTP functions make inline (`rooms_now`, `participants`,
 `update_participant`, `remove_participant`: member-admin and the webhook's
 join check; the access sync and the reconciler's discovery use them too)
@@ -39,13 +39,9 @@ defaults included (twirp v8 as livekit-server configures it); both are read.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
 class LiveKitError(Exception):
@@ -131,67 +127,6 @@ class RoomServiceClient:
         return cls(s.LIVEKIT_URL, s.LIVEKIT_API_KEY, s.LIVEKIT_API_SECRET.get_secret_value(),
                    timeout=s.LIVEKIT_API_TIMEOUT_SECONDS)
 
-    # -- public, synchronous -------------------------------------------------
-
-    def list_participants(self, room: str) -> list[Participant]:
-        """Participants LiveKit has in `room` now; [] also when LiveKit does not know the room.
-        Raises LiveKitUnavailable (RoomNotFound only from a server that answers `not_found`)."""
-        return self._run(lambda lk: self._participants(lk, room))
-
-    def participants_by_room(self, rooms: Iterable[str], concurrency: int = 8) -> dict[str, list[Participant] | LiveKitError]:
-        """`list_participants` for many rooms on one session; per room a list or the error.
-        A room LiveKit does not know comes back as [] (see `presence_by_room`)."""
-        names = list(dict.fromkeys(rooms))
-        return self._run(lambda lk: self._participants_each(lk, names, concurrency))
-
-    def presence_by_room(self, rooms: Iterable[str], concurrency: int = 8, *,
-                         deadline: float | None = None) -> dict[str, list[Participant] | LiveKitError]:
-        """Per room: its participants if LiveKit lists the room, `RoomNotFound` if it does not,
-        or the error that kept LiveKit from answering. One ListRooms call decides existence
-        for the whole batch; only rooms it lists are asked for their participants.
-
-        `deadline` (time.monotonic()): whatever LiveKit's latency, this returns by then;
-        rooms whose answer had not come are `DeadlineReached`."""
-        names = list(dict.fromkeys(rooms))
-        if not names:
-            return {}  # ListRooms with no names would list every room
-        if deadline is not None and deadline <= time.monotonic():
-            return {room: DeadlineReached(room) for room in names}
-
-        async def all_rooms(lk: Any) -> dict[str, list[Participant] | LiveKitError]:
-            try:
-                listed = self._rooms(lk, names)
-                live = {r.name for r in await (listed if deadline is None
-                                               else asyncio.wait_for(listed, deadline - time.monotonic()))}
-            except asyncio.TimeoutError:  # the deadline's; _guard turns LiveKit's own into LiveKitUnavailable
-                return {room: DeadlineReached(room) for room in names}
-            except LiveKitError as e:
-                return {room: e for room in names}
-            answers: dict[str, list[Participant] | LiveKitError] = {
-                room: RoomNotFound(room) for room in names if room not in live}
-            answers.update(await self._participants_each(lk, [r for r in names if r in live], concurrency, deadline))
-            return {room: answers[room] for room in names}
-
-        return self._run(all_rooms)
-
-    def list_rooms(self, names: Iterable[str] | None = None) -> list[RoomInfo]:
-        """Active rooms (optionally only those named). Raises LiveKitUnavailable."""
-        wanted = list(names or [])
-        return self._run(lambda lk: self._rooms(lk, wanted))
-
-    def delete_room(self, room: str) -> bool:
-        """Delete `room`, disconnecting everyone. Idempotent: False if it was already gone."""
-        from livekit.protocol.room import DeleteRoomRequest
-
-        async def call(lk: Any) -> bool:
-            try:
-                await self._guard(lk.room.delete_room(DeleteRoomRequest(room=room)), room)
-            except RoomNotFound:
-                return False
-            return True
-
-        return self._run(call)
-
     # -- participant calls over Twirp JSON (no livekit.api) ---------------------
 
     def rooms_now(self, *, timeout: float | None = None) -> list[RoomInfo]:
@@ -268,87 +203,6 @@ class RoomServiceClient:
         except (urllib.error.URLError, socket.timeout, TimeoutError, OSError, ValueError) as e:
             raise LiveKitUnavailable(f"LiveKit unreachable: {type(e).__name__}") from None
 
-    # -- plumbing --------------------------------------------------------------
-
-    async def _rooms(self, lk: Any, names: list[str]) -> list[RoomInfo]:
-        from livekit.protocol.room import ListRoomsRequest
-
-        resp = await self._guard(lk.room.list_rooms(ListRoomsRequest(names=names)), None)
-        return [RoomInfo(r.sid, r.name, r.num_participants, r.creation_time) for r in resp.rooms]
-
-    async def _participants_each(self, lk: Any, names: list[str], concurrency: int,
-                                 deadline: float | None = None) -> dict[str, list[Participant] | LiveKitError]:
-        gate = asyncio.Semaphore(max(1, concurrency))
-
-        async def one(room: str) -> list[Participant] | LiveKitError:
-            async with gate:
-                try:
-                    return await self._participants(lk, room)
-                except LiveKitError as e:
-                    return e
-
-        if not names:
-            return {}
-        tasks = {room: asyncio.ensure_future(one(room)) for room in names}
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        _, late = await asyncio.wait(tasks.values(), timeout=timeout)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.gather(*late, return_exceptions=True)
-        return {room: DeadlineReached(room) if task in late else task.result() for room, task in tasks.items()}
-
-    async def _participants(self, lk: Any, room: str) -> list[Participant]:
-        from livekit.protocol.models import ParticipantInfo
-        from livekit.protocol.room import ListParticipantsRequest
-
-        resp = await self._guard(lk.room.list_participants(ListParticipantsRequest(room=room)), room)
-        return [
-            Participant(p.sid, p.identity, p.name, ParticipantInfo.State.Name(p.state), p.joined_at)
-            for p in resp.participants
-        ]
-
-    async def _guard(self, call: Awaitable[T], room: str | None) -> T:
-        """Map livekit-api / aiohttp failures onto RoomNotFound and LiveKitUnavailable."""
-        import aiohttp
-        from livekit.api import TwirpError
-
-        try:
-            # livekit-api passes timeout=None per request, which overrides the
-            # session's ClientTimeout in aiohttp, so the deadline is enforced here.
-            return await asyncio.wait_for(call, self.timeout)
-        except TwirpError as e:
-            if e.code == "not_found" and room is not None:
-                raise RoomNotFound(room) from None
-            raise LiveKitUnavailable(f"LiveKit answered {e.status} {e.code}", status=e.status, code=e.code) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            raise LiveKitUnavailable(f"LiveKit unreachable: {type(e).__name__}") from None
-
-    def _run(self, work: Callable[[Any], Awaitable[T]]) -> T:
-        async def main() -> T:
-            import aiohttp
-            from livekit import api
-
-            # failover=False: region failover only applies to LiveKit Cloud and
-            # would add backoff sleeps to a scheduled job's time budget.
-            lk = api.LiveKitAPI(self.url, self.api_key, self.api_secret,
-                                timeout=aiohttp.ClientTimeout(total=self.timeout), failover=False)
-            try:
-                return await work(lk)
-            finally:
-                await lk.aclose()
-
-        return asyncio.run(main())
-
-
-def _int(value: Any) -> int:
-    """An int64 from Twirp JSON (protojson writes them as strings); 0 when absent or not a number."""
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
 def _permission(raw: dict[str, Any]) -> dict[str, Any]:
     """ParticipantPermission from Twirp JSON (either key style) in camelCase; absent means false."""
     def get(camel: str, snake: str) -> Any:
@@ -384,15 +238,3 @@ class _NoProxy:
 
 
 _NO_PROXY = _NoProxy()
-
-
-def list_participants(room: str) -> list[Participant]:
-    return RoomServiceClient.from_settings().list_participants(room)
-
-
-def list_rooms(names: Iterable[str] | None = None) -> list[RoomInfo]:
-    return RoomServiceClient.from_settings().list_rooms(names)
-
-
-def delete_room(room: str) -> bool:
-    return RoomServiceClient.from_settings().delete_room(room)

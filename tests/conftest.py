@@ -10,6 +10,9 @@ import pytest
 
 from tests import support
 
+# Every AWS call our code makes is held against its role in template.yaml (tests/aws_calls.py).
+pytest_plugins = ("tests.aws_calls",)
+
 
 @pytest.fixture(scope="session")
 def pg():

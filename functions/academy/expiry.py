@@ -26,13 +26,14 @@ from typing import Any
 
 from shared import db
 from shared.config import get_settings
-from shared.livekit_rooms import LiveKitError, RoomServiceClient
+from shared.livekit_rooms import LiveKitError
+from shared.livekit_roomservice import RoomService
 from shared.livekit_tokens import SIM_POD_ROOM_RECHECK_SECONDS
 
 log = logging.getLogger("nexus.academy.expiry")
 
 
-def run(rooms: RoomServiceClient | None = None) -> dict[str, Any]:
+def run(rooms: RoomService | None = None) -> dict[str, Any]:
     settings = get_settings().require("database", "livekit")
     sweep = db.call("academy_expiry_sweep", p_max_age_seconds=settings.ACADEMY_REQUEST_MAX_AGE_SECONDS,
                     p_limit=settings.SIM_POD_EXPIRY_BATCH)
@@ -41,7 +42,7 @@ def run(rooms: RoomServiceClient | None = None) -> dict[str, Any]:
                "roomsDue": len(due_rooms), "roomsDeleted": 0, "roomsDeferred": 0}
     if not due and not due_rooms:
         return summary
-    rooms = rooms or RoomServiceClient.from_settings()
+    rooms = rooms or RoomService.from_settings()
     for i, pod in enumerate(due):
         if not _delete(rooms, pod):
             summary["podsDeferred"], summary["roomsDeferred"] = len(due) - i, len(due_rooms)
@@ -58,7 +59,7 @@ def run(rooms: RoomServiceClient | None = None) -> dict[str, Any]:
     return summary
 
 
-def _delete(rooms: RoomServiceClient, pod: dict[str, Any]) -> bool:
+def _delete(rooms: RoomService, pod: dict[str, Any]) -> bool:
     try:
         rooms.delete_room(pod["roomName"])
     except LiveKitError as e:

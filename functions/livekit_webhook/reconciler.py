@@ -38,7 +38,8 @@ from typing import Any
 
 from shared import db
 from shared.config import get_settings
-from shared.livekit_rooms import DeadlineReached, LiveKitError, RoomNotFound, RoomServiceClient
+from shared.livekit_rooms import DeadlineReached, LiveKitError, RoomNotFound
+from shared.livekit_roomservice import RoomService
 
 log = logging.getLogger("nexus.livekit_webhook.reconciler")
 
@@ -56,19 +57,19 @@ def deadline_from(context: Any, margin: float = MARGIN_SECONDS) -> float:
     return time.monotonic() + max(0.0, remaining - margin)
 
 
-def run(rooms: RoomServiceClient | None = None, *, batch: int = 500, deadline: float | None = None,
+def run(rooms: RoomService | None = None, *, batch: int = 500, deadline: float | None = None,
         discovery: bool = True) -> dict[str, Any]:
     """One pass. `deadline` (time.monotonic()): rooms not judged by then are left for the next run.
     `discovery=False` only closes what LiveKit no longer has."""
     settings = get_settings().require("database", "livekit")
-    rooms = rooms or RoomServiceClient.from_settings()
+    rooms = rooms or RoomService.from_settings()
     summary = close_stale(rooms, settings, batch=batch, deadline=deadline)
     if discovery:
         summary.update(discover(rooms, settings, deadline=deadline))
     return summary
 
 
-def discover(rooms: RoomServiceClient, settings: Any, *, deadline: float | None = None) -> dict[str, int]:
+def discover(rooms: RoomService, settings: Any, *, deadline: float | None = None) -> dict[str, int]:
     """Participants LiveKit has and voice_presence lacks: recorded, then judged (removed or
     corrected at once when they may not be there). LiveKit not answering changes nothing."""
     from shared.livekit_access import AccessSync
@@ -104,7 +105,7 @@ def discover(rooms: RoomServiceClient, settings: Any, *, deadline: float | None 
     return found
 
 
-def close_stale(rooms: RoomServiceClient, settings: Any, *, batch: int = 500,
+def close_stale(rooms: RoomService, settings: Any, *, batch: int = 500,
                 deadline: float | None = None) -> dict[str, Any]:
     """Presence LiveKit no longer has: closed (see the module docstring)."""
     stale = db.call("livekit_presence_stale_rooms", p_older_than_seconds=settings.PRESENCE_RECONCILE_AFTER_SECONDS,

@@ -1,7 +1,7 @@
 """A loopback fake of LiveKit's RoomService, speaking Twirp as livekit-api does.
 
 No LiveKit server can run here, so tests talk to this peer through the real
-client (`shared.livekit_rooms`, i.e. livekit-api's LiveKitAPI). It checks what
+client (`shared.livekit_roomservice`, i.e. livekit-api's LiveKitAPI). It checks what
 a LiveKit server checks and nothing is stubbed on the client side:
 
 - `POST /twirp/livekit.RoomService/<Method>` with `application/protobuf`

@@ -97,3 +97,78 @@ def test_layer_and_functions_do_not_ship_a_package_twice():
     layer = set(package.closure(package.layer_requirements()))
     for logical_id in package.FUNCTIONS:
         assert not layer & set(package.function_requirements(logical_id)), logical_id
+
+
+# -- every import a function's code can reach, lazy ones included, is in its package ------------------
+
+# On Lambda's Python runtime, not in any package: boto3 (shared/secrets.py, only with a secret reference).
+RUNTIME_PROVIDED = {"boto3", "botocore"}
+# In the layer only when built with WITH_SUPABASE_RPC=1 (shared/db.py imports the supabase client,
+# httpx and postgrest only then).
+OPTIONAL = set(package.closure(["supabase"]))
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module an `import` anywhere in the file names (inside functions too)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _reachable(logical_id: str) -> tuple[set[str], dict[str, str]]:
+    """(our modules, third-party module -> the first of ours that imports it) reachable from the handler."""
+    todo = [m.removesuffix(".py").replace("/", ".") for m in package.FUNCTIONS[logical_id].modules]
+    ours: set[str] = set()
+    third: dict[str, str] = {}
+    while todo:
+        module = todo.pop()
+        if module in ours:
+            continue
+        path = ROOT / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = ROOT / module.replace(".", "/") / "__init__.py"
+        if not path.exists():
+            continue  # `from shared import x` names x, a module or an attribute
+        ours.add(module)
+        for name in _imports(path):
+            top = name.partition(".")[0]
+            if top in ("shared", "functions"):
+                todo.append(name)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                third.setdefault(name, module)
+    return ours, third
+
+
+@pytest.mark.parametrize("logical_id", sorted(package.FUNCTIONS))
+def test_every_import_a_function_can_reach_is_shipped_with_it(logical_id):
+    from importlib import metadata
+
+    owners = metadata.packages_distributions()
+    shipped = {**package.closure(package.layer_requirements()), **package.function_requirements(logical_id)}
+    _, third = _reachable(logical_id)
+    missing = {}
+    for name, importer in sorted(third.items()):
+        top = name.partition(".")[0]
+        dists = {canonicalize_name(d) for d in owners.get(top, [])}
+        if top in RUNTIME_PROVIDED or dists & (set(shipped) | OPTIONAL):
+            continue
+        missing[name] = importer
+    # A module its code can import but its package lacks is an ImportError the day that line runs.
+    assert not missing, f"{logical_id} can reach imports its package does not ship: {missing}"
+
+
+def test_livekit_api_stays_in_the_scheduled_jobs_that_ship_it():
+    ships = {f for f in package.FUNCTIONS if "livekit-api" in package.function_requirements(f)}
+    assert ships == {"PresenceReconcilerFunction", "SimPodExpiryFunction"}
+    for logical_id in package.FUNCTIONS:
+        ours, third = _reachable(logical_id)
+        reaches = {n for n in third if n.startswith(("livekit.api", "livekit.protocol", "aiohttp"))}
+        assert bool(reaches) == (logical_id in ships), (logical_id, reaches)
+        assert ("shared.livekit_roomservice" in ours) == (logical_id in ships), logical_id

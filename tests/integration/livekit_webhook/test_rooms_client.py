@@ -1,10 +1,11 @@
-"""shared.livekit_rooms (livekit-api's real client) against the loopback Twirp RoomService."""
+"""shared.livekit_roomservice (livekit-api's real client) against the loopback Twirp RoomService."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.livekit_rooms import LiveKitUnavailable, RoomNotFound, RoomServiceClient
+from shared.livekit_rooms import LiveKitUnavailable, RoomNotFound
+from shared.livekit_roomservice import RoomService
 from tests import support
 from tests.peers.livekit_twirp import LiveKitTwirpFake
 
@@ -16,7 +17,7 @@ def lk():
 
 
 def client(lk, secret=support.LIVEKIT_SECRET, key=support.LIVEKIT_KEY, timeout=2.0):
-    return RoomServiceClient(lk.url, key, secret, timeout=timeout)
+    return RoomService(lk.url, key, secret, timeout=timeout)
 
 
 def test_list_participants_returns_what_livekit_has(lk):
