@@ -1061,7 +1061,7 @@ $fn$;
 -- Characters of scripts that have none in common, yet the text passes for
 -- one script's: some script is, for each character, its own or that of its
 -- prototype (`Воss` passes for Latin; `Ace 名前` and `Ωmega` for none).
-CREATE OR REPLACE FUNCTION public.callsign_mixes_scripts(p_callsign text) RETURNS boolean
+CREATE OR REPLACE FUNCTION nexus_private.callsign_mixes_scripts(p_callsign text) RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = '' AS $fn$
 DECLARE
   v_text constant text := public.callsign_clean(p_callsign);
@@ -1123,7 +1123,7 @@ BEGIN
       AND public.callsign_skeleton_key(p.callsign) = public.callsign_skeleton_key(NEW.callsign)
   ) THEN
     v_rule := 'profiles_callsign_lookalike';
-  ELSIF public.callsign_mixes_scripts(NEW.callsign) THEN
+  ELSIF nexus_private.callsign_mixes_scripts(NEW.callsign) THEN
     v_rule := 'profiles_callsign_mixed_scripts';
   ELSIF public.callsign_key(NEW.callsign) ~ '^(vagrant|scout|voyager|founder|pioneer|member) [0-9a-f]{8}$' THEN
     v_rule := 'profiles_callsign_reserved';
@@ -1164,13 +1164,13 @@ CREATE INDEX profiles_grandfathered_callsign_skeleton_idx ON public.profiles (pu
 COMMENT ON FUNCTION public.callsign_key(text) IS 'shared/text.py callsign_key: equal keys are the same callsign';
 COMMENT ON FUNCTION public.callsign_skeleton_key(text) IS
   'shared/text.py callsign_skeleton_key: equal keys pass for each other (UTS #39 skeleton, folded)';
-COMMENT ON FUNCTION public.callsign_mixes_scripts(text) IS
+COMMENT ON FUNCTION nexus_private.callsign_mixes_scripts(text) IS
   'shared/text.py callsign_mixes_scripts: scripts mixed in a confusable way';
 
 -- callsign_clean, callsign_prototypes and callsign_skeleton stay executable by
 -- everyone, as callsign_key is: the unique indexes call them as the member
 -- who changes their own callsign.
-REVOKE ALL ON FUNCTION public.callsign_mixes_scripts(text) FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON FUNCTION nexus_private.callsign_mixes_scripts(text) FROM PUBLIC, anon, authenticated;
 REVOKE ALL ON FUNCTION nexus_private.callsign_scripts(text) FROM PUBLIC, anon, authenticated;
 REVOKE ALL ON FUNCTION nexus_private.callsign_resolved_scripts(text) FROM PUBLIC, anon, authenticated;
 REVOKE ALL ON FUNCTION public.profiles_callsign_unclaimed() FROM PUBLIC, anon, authenticated;

@@ -12,3 +12,6 @@ ALTER TABLE public.admin_audit
 ALTER TABLE public.admin_audit DROP CONSTRAINT admin_audit_action_check;
 ALTER TABLE public.admin_audit ADD CONSTRAINT admin_audit_action_check
   CHECK (action IN ('member.change', 'member.callsign', 'net.create', 'net.set', 'skill.add', 'certify'));
+
+COMMENT ON TABLE public.admin_audit IS
+  'Append-only: every admin change (who, whom, before, after, why), written only by the SECURITY DEFINER change functions; nexus db smoke checks no API role may insert, update or delete';

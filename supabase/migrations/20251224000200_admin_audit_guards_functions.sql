@@ -343,7 +343,8 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION nexus_private.admin_audit_append_only() FROM PUBLIC, anon, authenticated;
-REVOKE ALL ON FUNCTION public.admin_callsign_set(text, uuid, text, text) FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION public.admin_callsign_set(text, uuid, text, text) FROM PUBLIC, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.admin_callsign_set(text, uuid, text, text) TO service_role;
 REVOKE ALL ON FUNCTION public.livekit_token_context(uuid, text) FROM PUBLIC, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.livekit_token_context(uuid, text) TO service_role;
 REVOKE ALL ON FUNCTION public.academy_accept(uuid, uuid, integer, integer) FROM PUBLIC, anon, authenticated;

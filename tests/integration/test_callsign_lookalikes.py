@@ -90,7 +90,7 @@ def test_shared_clash_cases_in_the_database(conn):
 
 
 def test_shared_mixed_script_cases_in_the_database(conn):
-    rows = conn.execute("SELECT public.callsign_mixes_scripts(v) FROM unnest(%s::text[]) WITH ORDINALITY AS t (v, n) "
+    rows = conn.execute("SELECT nexus_private.callsign_mixes_scripts(v) FROM unnest(%s::text[]) WITH ORDINALITY AS t (v, n) "
                         "ORDER BY n", ([v for v, _ in MIXED_SCRIPTS],)).fetchall()
     assert [r[0] for r in rows] == [mixes for _, mixes in MIXED_SCRIPTS]
 
@@ -109,7 +109,7 @@ def test_keys_agree_with_python_code_point_by_code_point(conn):
                  and unicodedata.category(chr(cp)) not in ("Cn", "Co", "Cs"))
     values = [f"B{chr(cp)}o  {chr(cp)}" for cp in cps]
     rows = conn.execute("SELECT v, public.callsign_key(v), public.callsign_skeleton_key(v), "
-                        "public.callsign_mixes_scripts(v) FROM unnest(%s::text[]) v", (values,)).fetchall()
+                        "nexus_private.callsign_mixes_scripts(v) FROM unnest(%s::text[]) v", (values,)).fetchall()
     differ = [f"U+{ord(v[1]):04X}" for v, key, skel, mixes in rows
               if (key, skel, mixes) != (text.callsign_key(v), text.callsign_skeleton_key(v),
                                         text.callsign_mixes_scripts(v))]
