@@ -1100,6 +1100,8 @@ $fn$;
 CREATE OR REPLACE FUNCTION public.profiles_callsign_unclaimed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 DECLARE
+  v_key text;
+  v_skeleton text;
   v_rule text;
 BEGIN
   IF TG_OP = 'UPDATE' AND NEW.callsign IS NOT DISTINCT FROM OLD.callsign THEN
@@ -1109,23 +1111,27 @@ BEGIN
   IF NEW.callsign IS NULL THEN
     RETURN NEW;
   END IF;
-  IF EXISTS (
-    SELECT 1 FROM public.profiles p
-    WHERE p.callsign IS NOT NULL AND p.id <> NEW.id
-      AND public.callsign_key(p.callsign) = public.callsign_key(NEW.callsign)
-  ) THEN
+  v_key := public.callsign_key(NEW.callsign);
+  v_skeleton := public.callsign_skeleton_key(NEW.callsign);
+  -- Each lookup is the predicate of one partial index below (grandfathered or not).
+  IF EXISTS (SELECT 1 FROM public.profiles p
+              WHERE p.callsign IS NOT NULL AND NOT p.callsign_grandfathered AND p.id <> NEW.id
+                AND public.callsign_key(p.callsign) = v_key)
+     OR EXISTS (SELECT 1 FROM public.profiles p
+                 WHERE p.callsign_grandfathered AND p.id <> NEW.id AND public.callsign_key(p.callsign) = v_key) THEN
     RAISE EXCEPTION 'another member holds this callsign'
       USING ERRCODE = 'unique_violation', CONSTRAINT = 'profiles_callsign_key', TABLE = 'profiles', SCHEMA = 'public';
   END IF;
-  IF EXISTS (
-    SELECT 1 FROM public.profiles p
-    WHERE p.callsign IS NOT NULL AND p.id <> NEW.id
-      AND public.callsign_skeleton_key(p.callsign) = public.callsign_skeleton_key(NEW.callsign)
-  ) THEN
+  IF EXISTS (SELECT 1 FROM public.profiles p
+              WHERE p.callsign IS NOT NULL AND NOT p.callsign_grandfathered AND p.id <> NEW.id
+                AND public.callsign_skeleton_key(p.callsign) = v_skeleton)
+     OR EXISTS (SELECT 1 FROM public.profiles p
+                 WHERE p.callsign_grandfathered AND p.id <> NEW.id
+                   AND public.callsign_skeleton_key(p.callsign) = v_skeleton) THEN
     v_rule := 'profiles_callsign_lookalike';
   ELSIF nexus_private.callsign_mixes_scripts(NEW.callsign) THEN
     v_rule := 'profiles_callsign_mixed_scripts';
-  ELSIF public.callsign_key(NEW.callsign) ~ '^(vagrant|scout|voyager|founder|pioneer|member) [0-9a-f]{8}$' THEN
+  ELSIF v_key ~ '^(vagrant|scout|voyager|founder|pioneer|member) [0-9a-f]{8}$' THEN
     v_rule := 'profiles_callsign_reserved';
   END IF;
   IF v_rule IS NOT NULL THEN
