@@ -1173,9 +1173,12 @@ COMMENT ON FUNCTION public.callsign_skeleton_key(text) IS
 COMMENT ON FUNCTION nexus_private.callsign_mixes_scripts(text) IS
   'shared/text.py callsign_mixes_scripts: scripts mixed in a confusable way';
 
--- callsign_clean, callsign_prototypes and callsign_skeleton stay executable by
--- everyone, as callsign_key is: the unique indexes call them as the member
--- who changes their own callsign.
+-- callsign_clean and callsign_skeleton stay executable by everyone, as
+-- callsign_key is: the unique indexes call them as the member who changes
+-- their own callsign. The prototypes table too, but not for anon, to whom
+-- PostgREST would otherwise hand its whole jsonb.
+REVOKE ALL ON FUNCTION public.callsign_prototypes() FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.callsign_prototypes() TO authenticated, service_role;
 REVOKE ALL ON FUNCTION nexus_private.callsign_mixes_scripts(text) FROM PUBLIC, anon, authenticated;
 REVOKE ALL ON FUNCTION nexus_private.callsign_scripts(text) FROM PUBLIC, anon, authenticated;
 REVOKE ALL ON FUNCTION nexus_private.callsign_resolved_scripts(text) FROM PUBLIC, anon, authenticated;
