@@ -65,7 +65,7 @@ class PushServiceProcess:
 
     def __init__(self, public_key: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.peers.push_service", "--lifetime", "900",
+            [sys.executable, "-m", "tests.peers.push_service", "--lifetime", "3600",
              "--application-server-key", public_key],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -119,7 +119,7 @@ def ours(conn: Any, fanout: Any, member_ids: list[str]) -> float:
     conn.execute("INSERT INTO public.notification_queue (recipient_id, type, title, message) "
                  "SELECT unnest(%s::uuid[]), 'BENCH', 'Bench', 'ours'", (member_ids,))
     started = time.perf_counter()
-    summary = fanout.drain(deadline=time.monotonic() + 120)
+    summary = fanout.drain(deadline=time.monotonic() + 900)  # a guard against hanging only
     elapsed = time.perf_counter() - started
     assert summary.outcomes.get("sent") == len(member_ids), summary.as_dict()
     return elapsed
@@ -135,8 +135,10 @@ def _import_ms(module: str, env: dict[str, str], runs: int = 9) -> float:
     return statistics.median(samples[1:])
 
 
-def flare_request(conn: Any, service: PushServiceProcess, budget: str) -> float:
-    """Median time of handle-rescue-request with FLARE_RESPONDERS subscribed responders."""
+def flare_request(conn: Any, service: PushServiceProcess, budget: str) -> tuple[float, int]:
+    """Median time of handle-rescue-request with FLARE_RESPONDERS subscribed responders, and the fewest
+    devices one of them reached inline (reported, not asserted: the budget is a time, so how many fit
+    in it depends on the machine)."""
     import jwt
 
     from functions.notifications.rescue import app
@@ -145,7 +147,7 @@ def flare_request(conn: Any, service: PushServiceProcess, budget: str) -> float:
 
     os.environ["PUSH_INLINE_BUDGET_SECONDS"] = budget
     config.get_settings.cache_clear()
-    times = []
+    times, reached = [], []
     for _ in range(5):
         sender = str(uuid.uuid4())
         conn.execute("INSERT INTO auth.users (id, email) VALUES (%s, %s)", (sender, f"{sender}@bench.invalid"))
@@ -158,9 +160,8 @@ def flare_request(conn: Any, service: PushServiceProcess, budget: str) -> float:
         status, _, body = call_asgi(app, "POST", "/", headers, json.dumps({"location": "Bench", "flareType": "MEDICAL"}).encode())
         times.append((time.perf_counter() - started) * 1000)
         assert status == 202, body
-        if budget != "0":
-            assert json.loads(body)["devicesReached"] == FLARE_RESPONDERS, body
-    return statistics.median(times)
+        reached.append(json.loads(body)["devicesReached"])
+    return statistics.median(times), min(reached)
 
 
 def run() -> dict:
@@ -207,8 +208,8 @@ def run() -> dict:
         responders = service.call("POST", "/_devices", {"count": FLARE_RESPONDERS})
         conn.execute("UPDATE public.profiles SET roles = '{}' WHERE 'Medic' = ANY(roles)")
         _seed_members(conn, responders, roles=["Medic"])
-        flare_sql_only = flare_request(conn, service, "0")
-        flare_inline = flare_request(conn, service, "3")
+        flare_sql_only, _ = flare_request(conn, service, "0")
+        flare_inline, flare_reached = flare_request(conn, service, "3")
         import_http = _import_ms("functions.notifications.subscribe", env)
         import_fanout = _import_ms("functions.notifications.fanout", env)
         conn.close()
@@ -240,14 +241,16 @@ def run() -> dict:
         f"{settings.PUSH_FANOUT_CONCURRENCY}, batch {settings.PUSH_FANOUT_BATCH}.",
         "",
         f"handle-rescue-request with {FLARE_RESPONDERS} responder devices at {LATENCIES_MS[-1]} ms: "
-        f"{flare_inline:.0f} ms with inline delivery (all devices reached before the answer), "
+        f"{flare_inline:.0f} ms with inline delivery (3 s budget; at least {flare_reached} of {FLARE_RESPONDERS} "
+        f"devices reached before the answer in every run), "
         f"{flare_sql_only:.0f} ms without. A separately invoked fan-out Lambda would start cold by importing "
         f"pywebpush and its aiohttp: `import functions.notifications.fanout` {import_fanout:.0f} ms vs "
         f"`import functions.notifications.subscribe` {import_http:.0f} ms (interpreter start included).",
         "",
     ]
     data = {"rows": [{"latency_ms": lat, "naive": naive, "ours": our} for lat, naive, our in rows],
-            "flare_inline_ms": flare_inline, "flare_sql_only_ms": flare_sql_only}
+            "flare_inline_ms": flare_inline, "flare_sql_only_ms": flare_sql_only,
+            "flare_reached": flare_reached}
     return {"markdown": "\n".join(lines), "data": data}
 
 

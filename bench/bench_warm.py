@@ -31,6 +31,7 @@ from bench.common import (
     machine,
     member_event,
     new_member,
+    new_members,
     paired,
     pool,
     postgres,
@@ -129,22 +130,33 @@ def _cases(conn: Any, sql: Callable[..., Any]) -> dict[str, dict[str, Any]]:
                               p_action="link")),
     }
 
-    # academy: a cadet asks for a distinct skill each time; a guide certified for all of them accepts
+    # academy: a fresh cadet asks for a distinct skill each time, inside the deployed rate limit
+    # (ACADEMY_REQUEST_RATE_LIMIT per member per window: each cadet asks once, so no window fills
+    # however fast the machine asks); a guide certified for the accepted skills accepts
+    from shared.config import get_settings
+
+    settings = get_settings()
     cadet, guide = new_member(conn, "scout"), new_member(conn, "voyager")
-    cadet_token, guide_token = access_token(cadet), access_token(guide)
+    guide_token = access_token(guide)
     skills = [r[0] for r in conn.execute(
         "INSERT INTO public.skills (name) SELECT 'bench skill ' || g FROM generate_series(1, %s) g "
         "RETURNING id::text", (4 * NEED,)).fetchall()]
     conn.execute("INSERT INTO public.certifications (user_id, skill_id) SELECT %s, unnest(%s::uuid[])",
                  (guide, skills[2 * NEED:]))
-    ask_h, ask_f = pool(skills[:NEED]), pool(skills[NEED:2 * NEED])
-    cases["academy-request"] = {
-        "handler": request_training, "status": 201,
-        "events": lambda: member_event(cadet_token, {"skillId": ask_h()}),
-        "floor": lambda: (verify_access_token(cadet_token),
-                          sql("academy_request_create", p_user_id=cadet, p_skill_id=ask_f(),
-                              p_max_age_seconds=86400, p_rate_limit=1000000, p_rate_window_seconds=1)),
-    }
+    cadets = new_members(conn, 2 * NEED, "scout")
+    ask_h = pool([member_event(access_token(c), {"skillId": s}) for c, s in zip(cadets[:NEED], skills[:NEED])])
+    ask_f = pool([(c, access_token(c), s) for c, s in zip(cadets[NEED:], skills[NEED:2 * NEED])])
+
+    def ask_floor() -> None:
+        asker, token, skill = ask_f()
+        verify_access_token(token)
+        sql("academy_request_create", p_user_id=asker, p_skill_id=skill,
+            p_max_age_seconds=settings.ACADEMY_REQUEST_MAX_AGE_SECONDS,
+            p_rate_limit=settings.ACADEMY_REQUEST_RATE_LIMIT,
+            p_rate_window_seconds=settings.ACADEMY_REQUEST_RATE_WINDOW_SECONDS)
+
+    cases["academy-request"] = {"handler": request_training, "status": 201, "events": ask_h, "floor": ask_floor}
+    # (the requests to accept are set up directly, by one cadet, outside any handler's rate limit)
     requests = [sql("academy_request_create", p_user_id=cadet, p_skill_id=s, p_max_age_seconds=86400,
                     p_rate_limit=1000000, p_rate_window_seconds=1)["requestId"] for s in skills[2 * NEED:]]
     acc_h, acc_f = pool(requests[:NEED]), pool(requests[NEED:])
@@ -182,10 +194,7 @@ def _cases(conn: Any, sql: Callable[..., Any]) -> dict[str, dict[str, Any]]:
     }
 
     # handle-rescue-request: one flare per member (the rate limit), no responders subscribed
-    senders = [r[0] for r in conn.execute(
-        "INSERT INTO auth.users (id, email) SELECT gen_random_uuid(), 'flare' || g || '@bench.invalid' "
-        "FROM generate_series(1, %s) g RETURNING id::text", (2 * NEED,)).fetchall()]
-    conn.execute("UPDATE public.profiles SET rank = 'scout' WHERE id = ANY(%s::uuid[])", (senders,))
+    senders = new_members(conn, 2 * NEED, "scout")
     flare = {"location": "Stanton", "flareType": "MEDICAL"}
     fl_h = pool([member_event(access_token(s), flare) for s in senders[:NEED]])
     fl_f = pool([(s, access_token(s)) for s in senders[NEED:]])
@@ -222,10 +231,9 @@ def run() -> dict[str, Any]:
     rows = []
     try:
         with postgres() as url:
-            # One cadet asks many times: the academy rate limit is set out of the way.
+            # Deployed limits throughout: the pools give every rate-limited request a fresh member.
             os.environ.update(lambda_env(url, LIVEKIT_URL=f"ws://127.0.0.1:{livekit.server_address[1]}",
-                                         PUSH_INLINE_BUDGET_SECONDS="3", ACADEMY_REQUEST_RATE_LIMIT="1000",
-                                         ACADEMY_REQUEST_RATE_WINDOW_SECONDS="1"))
+                                         PUSH_INLINE_BUDGET_SECONDS="3"))
             conn = psycopg.connect(url, autocommit=True)
             floor_conn = psycopg.connect(url, autocommit=True, prepare_threshold=None)
             texts: dict[tuple, str] = {}

@@ -59,11 +59,12 @@ def lambda_env(database_url: str) -> dict[str, str]:
 # -- events ---------------------------------------------------------------------------------------
 
 def _sign(body: bytes) -> str:
+    # valid for an hour: events are signed up front and a slow machine may take minutes to send them
     import jwt
 
     now = int(time.time())
     digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-    return jwt.encode({"iss": LIVEKIT_KEY, "sub": "", "nbf": now, "exp": now + 600, "sha256": digest},
+    return jwt.encode({"iss": LIVEKIT_KEY, "sub": "", "nbf": now, "exp": now + 3600, "sha256": digest},
                       LIVEKIT_SECRET, algorithm="HS256")
 
 

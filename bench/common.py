@@ -107,7 +107,7 @@ def sign_webhook(body: bytes) -> str:
 
     now = int(time.time())
     digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-    return jwt.encode({"iss": LIVEKIT_KEY, "sub": "", "nbf": now, "exp": now + 600, "sha256": digest},
+    return jwt.encode({"iss": LIVEKIT_KEY, "sub": "", "nbf": now, "exp": now + 3600, "sha256": digest},
                       LIVEKIT_SECRET, algorithm="HS256")
 
 
@@ -135,6 +135,16 @@ def new_member(conn: Any, rank: str = "scout", roles: list[str] | None = None) -
     conn.execute("INSERT INTO auth.users (id, email) VALUES (%s, %s)", (uid, f"{uid}@bench.invalid"))
     conn.execute("UPDATE public.profiles SET rank = %s, roles = %s WHERE id = %s", (rank, roles or [], uid))
     return uid
+
+
+def new_members(conn: Any, count: int, rank: str = "scout") -> list[str]:
+    """`count` fresh members at once (a benchmark gives each rate-limited request its own member
+    rather than loosening the limit)."""
+    ids = [r[0] for r in conn.execute(
+        "INSERT INTO auth.users (id, email) SELECT gen_random_uuid(), gen_random_uuid() || '@bench.invalid' "
+        "FROM generate_series(1, %s) RETURNING id::text", (count,)).fetchall()]
+    conn.execute("UPDATE public.profiles SET rank = %s WHERE id = ANY(%s::uuid[])", (rank, ids))
+    return ids
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -179,3 +189,62 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"Python {sys.version.split()[0]} on {platform.system()} {platform.machine()}, "
             f"{os.cpu_count()} CPU(s), load average {load:.2f} at start")
+
+
+def in_namespace(module: str, timeout: float = 1500) -> dict[str, Any]:
+    """Outside a network namespace: build the pinned livekit-server if needed, then run
+    `python -m <module> OUT.json` in a loopback-only namespace (nexus/netns.py); its JSON."""
+    import subprocess
+    import sys
+
+    from nexus import netns
+    from nexus.livekit_server import ensure_binary
+
+    reason = netns.unavailable_reason()
+    if reason:
+        raise SystemExit(f"{module} needs a network namespace: {reason}")
+    binary = ensure_binary()
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    try:
+        env = {**os.environ, "NEXUS_LIVEKIT_SERVER_BIN": str(binary)}
+        done = netns.run([sys.executable, "-m", module, str(out)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                         timeout=timeout)
+        if done.returncode != 0:
+            raise SystemExit(f"{module} failed inside the namespace (exit {done.returncode})")
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def livekit_stack(database_url: str) -> Iterator[Any]:
+    """Inside the namespace: livekit-server with its webhooks to the functions (the local gateway in
+    a thread of this process, configured like a deployed function through os.environ); the server."""
+    import threading
+
+    import uvicorn
+
+    from nexus.livekit_server import LiveKitServer, free_port
+
+    functions_port = free_port()
+    server = LiveKitServer(LIVEKIT_KEY, LIVEKIT_SECRET, binary=Path(os.environ["NEXUS_LIVEKIT_SERVER_BIN"]),
+                           webhook_urls=[f"http://127.0.0.1:{functions_port}/functions/v1/livekit-webhook"],
+                           log_level="warn")
+    server.start()
+    env = lambda_env(database_url, LIVEKIT_URL=server.url, LOG_LEVEL="ERROR")
+    env.pop("AWS_LAMBDA_FUNCTION_NAME", None)  # no metric lines on stdout
+    os.environ.clear()
+    os.environ.update(env)
+    from nexus.gateway import Gateway
+
+    gateway = uvicorn.Server(uvicorn.Config(Gateway(), host="127.0.0.1", port=functions_port, lifespan="off",
+                                            log_level="error"))
+    threading.Thread(target=gateway.run, daemon=True).start()
+    while not gateway.started:
+        time.sleep(0.05)
+    try:
+        yield server
+    finally:
+        gateway.should_exit = True
+        server.stop()

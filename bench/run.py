@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("cold", "warm", "webhook", "fanout", "claims", "scale", "livekit", "admin")
+ORDER = ("cold", "warm", "webhook", "fanout", "claims", "scale", "livekit", "admin", "brig")
 _CALL = ("import json, sys, importlib; out = importlib.import_module(sys.argv[1]).run(); "
          "open(sys.argv[2], 'w').write(json.dumps(out))")
 

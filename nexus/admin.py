@@ -4,6 +4,8 @@
   nexus admin net create|set CODE [--label L] [--join R] [--rx R] [--tx R]
   nexus admin skill add NAME
   nexus admin certify USER SKILL
+  nexus admin holds
+  nexus admin hold confirm|decline USER --reason TEXT
   nexus admin callsign USER CALLSIGN --reason TEXT
 
 Every command reads DATABASE_URL and calls the same SQL function the HTTP
@@ -11,6 +13,13 @@ path does, so the rules, the audit row and the LiveKit access job are the
 same; the audit records the actor as `operator` with the `--as NAME` label
 (default: $USER). USER is a member's id or their email. The change reaches
 LiveKit through the `livekit-access-sync` schedule.
+
+After adopting the predecessor's database (docs/cutover.md), `holds` lists the
+ranks above scout and the responder roles held until an operator confirms
+them, and the predecessor's guests with their guest_expires_at; `hold confirm`
+gives a member back what they held, `hold decline` leaves them as they are.
+Both are audited like `member`; a member changed since the adoption, or
+deleted, is refused.
 """
 
 from __future__ import annotations
@@ -103,6 +112,41 @@ def cmd_certify(conn: Any, args: argparse.Namespace) -> int:
                          p_skill=args.skill, p_reason=args.reason))
 
 
+def cmd_holds(conn: Any, args: argparse.Namespace) -> int:
+    result = _call(conn, "adoption_holds")
+    if args.json:
+        return _finish(result)
+    if not result["adopted"]:
+        print("no adoption record on this database: nothing is held")
+        return 0
+    pending = [h for h in result["holds"] if h["status"] == "pending"]
+    print(f"awaiting confirmation ({len(pending)}; responders first: no flare reaches a held responder):")
+    for h in pending:
+        held = ", ".join(([f"rank {h['heldRank']}"] if h["heldRank"] else [])
+                         + ([f"roles {' '.join(h['heldRoles'])}"] if h["heldRoles"] else []))
+        gone = "" if h["memberExists"] else "  (deleted)"
+        print(f"  {h['userId']}  {h['callsign'] or '-'}  {h['email'] or '-'}  held: {held}  "
+              f"lives as {h['liveRank']}{gone}")
+    settled = [h for h in result["holds"] if h["status"] != "pending"]
+    print(f"settled ({len(settled)}):")
+    for h in settled:
+        print(f"  {h['userId']}  {h['callsign'] or '-'}  {h['status']}  audit {h['auditId']}")
+    print(f"the predecessor's guests, now vagrants without a callsign ({len(result['guests'])}):")
+    for g in result["guests"]:
+        state = "expired" if g["expired"] else "not expired"
+        gone = "" if g["memberExists"] else "  (deleted)"
+        print(f"  {g['userId']}  {g['email'] or '-'}  guest_expires_at {g['guestExpiresAt'] or '-'} ({state}){gone}")
+    return 0
+
+
+def cmd_hold(conn: Any, args: argparse.Namespace) -> int:
+    member = _member_id(conn, args.user)
+    if member is None:
+        return _finish({"error": "MEMBER_NOT_FOUND", "user": args.user})
+    return _finish(_call(conn, "adoption_hold_settle", p_member_id=member, p_confirm=args.action == "confirm",
+                         p_operator=args.as_name, p_reason=args.reason))
+
+
 def cmd_callsign(conn: Any, args: argparse.Namespace) -> int:
     member = _member_id(conn, args.user)
     if member is None:
@@ -148,6 +192,17 @@ def main(argv: list[str]) -> int:
     p_cert.add_argument("skill", help="skill name")
     p_cert.add_argument("--reason", type=_text(1, 500))
     p_cert.set_defaults(func=cmd_certify)
+
+    p_holds = sub.add_parser("holds", parents=[common],
+                             help="after the adoption: powers awaiting confirmation, and the predecessor's guests")
+    p_holds.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    p_holds.set_defaults(func=cmd_holds)
+
+    p_hold = sub.add_parser("hold", parents=[common], help="confirm or decline what an adopted member held")
+    p_hold.add_argument("action", choices=["confirm", "decline"])
+    p_hold.add_argument("user", help="member id or email")
+    p_hold.add_argument("--reason", required=True, type=_text(1, 500))
+    p_hold.set_defaults(func=cmd_hold)
 
     p_callsign = sub.add_parser("callsign", parents=[common],
                                 help="set a member's callsign, under the callsign rules (look-alikes refused)")

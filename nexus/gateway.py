@@ -1,4 +1,5 @@
-"""The local gateway: every function at /functions/v1/<name>, like Supabase.
+"""The local gateway: every function at /functions/v1/<name>, and Supabase's auth server
+(when it runs) at /auth/v1/..., like Supabase. It serves no /rest/v1 (PostgREST).
 
 Each request runs the function's own ASGI app in a worker thread (one event
 loop per request, as in Lambda), so slow database work in one request does
@@ -17,10 +18,16 @@ from shared.http import call_asgi, serve_lifespan
 
 log = logging.getLogger("nexus.gateway")
 PREFIX = "/functions/v1/"
+AUTH_PREFIX = "/auth/v1"
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself.
+_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+        "host", "content-length"}
 
 
 class Gateway:
-    def __init__(self, functions: dict[str, str] | None = None):
+    def __init__(self, functions: dict[str, str] | None = None, *, auth_upstream: str | None = None):
+        # auth_upstream: the auth server's own address (http://127.0.0.1:port); /auth/v1/X goes to its /X.
+        self.auth_upstream = auth_upstream
         self.apps: dict[str, Callable] = {}
         self.missing: dict[str, str] = {}
         for name, path in (functions or registry.HTTP_FUNCTIONS).items():
@@ -39,20 +46,25 @@ class Gateway:
         if path == "/openapi.json" and scope["method"] == "GET":
             await _openapi(send)
             return
+        if self.auth_upstream and (path == AUTH_PREFIX or path.startswith(AUTH_PREFIX + "/")):
+            body = await _read_body(receive)
+            if body is None:
+                return
+            status, headers, payload = await asyncio.to_thread(
+                _forward, self.auth_upstream, scope["method"], path[len(AUTH_PREFIX):] or "/",
+                scope.get("query_string", b"").decode("latin-1"), scope.get("headers", []), body)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+            return
         name = path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else ""
         app = self.apps.get(name)
         if app is None:
             await _json(send, 404, {"error": "NOT_FOUND", "message": f"No function at {path}.",
                                     "details": {"functions": sorted(self.apps)}})
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await _read_body(receive)
+        if body is None:
+            return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
         status, out_headers, out_body = await asyncio.to_thread(
             call_asgi, app, scope["method"], "/", headers, body, scope.get("query_string", b"").decode("latin-1")
@@ -60,6 +72,48 @@ class Gateway:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]})
         await send({"type": "http.response.body", "body": out_body})
+
+
+async def _read_body(receive: Callable) -> bytes | None:
+    """The whole request body; None when the client went away."""
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+def _forward(upstream: str, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
+             body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One request to the auth server, its answer as it gave it (502 when it does not answer)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    target = urlsplit(upstream)
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+    try:
+        conn.putrequest(method, path + (f"?{query}" if query else ""), skip_accept_encoding=True)
+        for k, v in headers:
+            if k.decode("latin-1").lower() not in _HOP:
+                conn.putheader(k.decode("latin-1"), v.decode("latin-1"))
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        payload = resp.read()
+        out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.getheaders()
+               if k.lower() not in _HOP]
+        out.append((b"content-length", str(len(payload)).encode()))
+        return resp.status, out, payload
+    except OSError as e:
+        log.warning("auth server unreachable: %s", e)
+        payload = json.dumps({"error": "UNAVAILABLE", "message": "The local auth server does not answer."}).encode()
+        return 502, [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())], payload
+    finally:
+        conn.close()
 
 
 _openapi_text: bytes | None = None

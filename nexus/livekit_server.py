@@ -18,17 +18,16 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
+
+from nexus import procs
 
 LIVEKIT_SERVER_VERSION = "v1.9.11"
 GO_PACKAGE = "github.com/livekit/livekit-server/cmd/server"
@@ -139,16 +138,6 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child: receive SIGTERM when the process that started it dies (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 @dataclass
 class LiveKitServer:
     """One livekit-server process on 127.0.0.1. Port 0 means a free port."""
@@ -210,44 +199,23 @@ class LiveKitServer:
         config_file.write_text(json.dumps(self.config(), indent=2))  # YAML is a superset of JSON
         config_file.chmod(0o600)  # it holds the secret
         self.log_path = self.log_path or self._dir / "livekit.log"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(binary), "--config", str(config_file)], stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise ServerUnavailable(f"livekit-server exited ({self.proc.returncode}):\n{self.log_tail()}")
-            if self.ready():
-                return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ServerUnavailable(f"livekit-server did not answer in {timeout:.0f} s:\n{self.log_tail()}")
-            time.sleep(0.1)
+        try:
+            self.proc = procs.start([str(binary), "--config", str(config_file)], name="livekit-server",
+                                    log_path=self.log_path, ready=self.ready, timeout=timeout)
+        except procs.NotReady as e:
+            self.stop()
+            raise ServerUnavailable(str(e)) from None
+        return self
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.http_url + "/", timeout=1) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return procs.answers(self.http_url + "/")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
-        except (OSError, TypeError):
-            return ""
+        return procs.log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        procs.stop(proc, timeout)
         if self._dir is not None:
             (self._dir / "livekit.yaml").unlink(missing_ok=True)
 

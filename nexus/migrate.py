@@ -5,6 +5,8 @@ Supabase CLI uses, so `supabase db push` and this runner agree on what is
 applied) and a SHA-256 of each file in `supabase_migrations.nexus_checksums`.
 Re-running is a no-op; a file edited after it was applied is refused, and so
 is Supabase's transaction pooler (port 6543), where the runner's lock cannot hold.
+Each file is one transaction, except on the predecessor's database, where the
+whole chain (set-aside through conversion) is one (docs/cutover.md).
 """
 
 from __future__ import annotations
@@ -206,19 +208,14 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print, *,
                     "INSERT INTO supabase_migrations.nexus_checksums (version, checksum) VALUES (%s, %s)",
                     (m.version, m.checksum),
                 )
+            if any(m.version == FIRST_VERSION for m in p.pending) and is_predecessor(conn):
+                done = _adopt_in_one_transaction(conn, p.pending, log)
+                return done
             for m in p.pending:
                 try:
                     with conn.transaction():
                         conn.execute(m.sql)
-                        conn.execute(
-                            "INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
-                            "VALUES (%s, %s, ARRAY[%s])",
-                            (m.version, m.name, m.sql),
-                        )
-                        conn.execute(
-                            "INSERT INTO supabase_migrations.nexus_checksums (version, checksum) VALUES (%s, %s)",
-                            (m.version, m.checksum),
-                        )
+                        _record(conn, m)
                 except psycopg.Error as e:
                     raise MigrationError(f"{m.path.name} failed and was rolled back: {e}") from e
                 log(f"applied {m.path.name}")
@@ -228,7 +225,70 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print, *,
     return done
 
 
-def prepare_local(url: str, log=print) -> list[str]:
-    """Shim plus migrations: what a fresh local database needs."""
+# The adoption's last file: the set-aside (FIRST_VERSION) through this one run
+# as one transaction on a predecessor's database, or not at all.
+ADOPT_CONVERT_VERSION = "20251220000100"
+
+
+def is_predecessor(conn) -> bool:
+    """A database in the predecessor's shape that our chain has not touched yet."""
+    return conn.execute("SELECT to_regclass('public.profiles') IS NOT NULL "
+                        "AND to_regclass('public.livekit_rooms') IS NULL").fetchone()[0]
+
+
+def _record(conn, m: Migration) -> None:
+    conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
+                 "VALUES (%s, %s, ARRAY[%s])", (m.version, m.name, m.sql))
+    conn.execute("INSERT INTO supabase_migrations.nexus_checksums (version, checksum) VALUES (%s, %s)",
+                 (m.version, m.checksum))
+
+
+def _adopt_in_one_transaction(conn, pending: list[Migration], log) -> list[str]:
+    """Every pending migration, set-aside through conversion, in one transaction.
+
+    The set-aside file refuses to run unless `nexus.adopting` says so (as
+    `supabase db push`, one transaction per file, never does): a failure
+    anywhere leaves the predecessor's database exactly as it was.
+    """
+    import psycopg
+
+    if not any(m.version == ADOPT_CONVERT_VERSION for m in pending):
+        raise MigrationError("refusing to adopt the predecessor's database: the migrations to apply stop before "
+                             f"{ADOPT_CONVERT_VERSION} (the conversion), and the set-aside must not run without it")
+    current = None
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('nexus.adopting', 'one transaction', true)")
+            for m in pending:
+                current = m
+                conn.execute(m.sql)
+                _record(conn, m)
+    except psycopg.Error as e:
+        name = current.path.name if current else "the adoption"
+        raise MigrationError(f"{name} failed; the adoption was rolled back as a whole and the predecessor's "
+                             f"database is as it was: {e}") from e
+    for m in pending:
+        log(f"applied {m.path.name}")
+    log(f"adopted the predecessor's database: {len(pending)} migration(s) in one transaction")
+    return [m.version for m in pending]
+
+
+_AUTO = object()
+
+
+def prepare_platform(url: str, *, auth_binary=_AUTO) -> None:
+    """What a Supabase project provides, in Supabase's order: the auth server's own migrations
+    make `auth` (when its binary is here; `auth_binary=None` for the shim's `auth.users`), then
+    the shim adds the rest of the platform. A database whose `auth` the shim made keeps it."""
+    from nexus import auth_server
+
+    binary = auth_server.find_binary() if auth_binary is _AUTO else auth_binary
+    if binary is not None and auth_server.made_by_auth_server(url) is not False:
+        auth_server.prepare_database(url, binary)
     apply_shim(url)
+
+
+def prepare_local(url: str, log=print, *, auth_binary=_AUTO) -> list[str]:
+    """Platform (auth server, shim) plus migrations: what a fresh local database needs."""
+    prepare_platform(url, auth_binary=auth_binary)
     return migrate(url, log=log)

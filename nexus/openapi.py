@@ -117,14 +117,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("notifications-subscribe", "POST", "Store the caller's browser push subscription",
               {200: "functions.notifications.subscribe:Subscribed"}, "functions.notifications.subscribe:SubscribeBody",
               description="`{endpoint, auth, p256dh}`, or a browser PushSubscription JSON "
-                          "`{endpoint, expirationTime, keys: {p256dh, auth}}`.",
+                          "`{endpoint, expirationTime, keys: {p256dh, auth}}`. The `endpoint` pattern "
+                          "(`https://`) is the rule of a deployed stack; a local stack (`NEXUS_ENV=dev`, `make "
+                          "dev`) also accepts `http://` to a loopback address (127.0.0.0/8, ::1, localhost, *.localhost), so a "
+                          "browser can subscribe against a local push service.",
               unstated_rules={
-                  "endpoint": "an https:// URL of a public push service: its host is a valid public DNS name "
-                              "(not localhost, not *.local, *.internal or another internal suffix, not a single "
-                              "label) or a public IP address (not loopback, private, link-local or reserved, "
-                              "including IPv4 spelled as a number or embedded in IPv6), on port 443 if one is "
-                              "given, without user information or a fragment. In dev mode http:// to a loopback "
-                              "address is accepted too.",
+                  "endpoint": "the https:// URL (the schema's pattern) of a public push service: its host is a valid "
+                              "public DNS name (not localhost, not *.local, *.internal or another internal suffix, "
+                              "not a single label) or a public IP address (not loopback, private, link-local or "
+                              "reserved, including IPv4 spelled as a number or embedded in IPv6), on port 443 if "
+                              "one is given, without user information or a fragment.",
                   "p256dh": "the key (at the top level or under keys) must be a point on the P-256 curve."}),
     Operation("notifications-subscribe", "DELETE", "Remove one of the caller's push subscriptions",
               {200: "functions.notifications.subscribe:Unsubscribed"},
@@ -136,7 +138,6 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: "functions.member_admin.app:MemberChanged"}, "functions.member_admin.app:MemberChange",
               errors=(*MEMBER_ERRORS, 404),
               unstated_rules={
-                  "body": "give `rank`, or at least one role in `addRoles` or `removeRoles`.",
                   "roles": "a role cannot be both added and removed (names compare case-insensitively, `brig` is "
                            "`brigged`)."},
               description="Only members strictly below the caller, never to the caller's rank or above, never "

@@ -51,9 +51,11 @@ class JwksCache:
     fetch). If the endpoint fails, the keys already held keep being served.
     """
 
-    def __init__(self, url: str, timeout: float = 3.0):
+    def __init__(self, url: str, timeout: float = 3.0, *, warn_hs256_secret: bool = False):
         self.url = url
         self.timeout = timeout
+        # Outside dev with SUPABASE_JWT_SECRET set: say once when the JWKS holds signing keys.
+        self._warn_hs256_secret = warn_hs256_secret
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fresh_until = 0.0
         self._next_fetch_at: float | None = None  # None: never tried
@@ -95,6 +97,13 @@ class JwksCache:
         self._keys = keys
         self._fresh_until = now + JWKS_TTL_SECONDS
         self._have_fetched = True
+        if keys and self._warn_hs256_secret:
+            self._warn_hs256_secret = False  # once per container
+            # A project on asymmetric keys that keeps the legacy secret set still admits
+            # HS256 tokens signed with it (docs/configuration.md: when both are needed).
+            log.warning("JWKS holds signing keys while SUPABASE_JWT_SECRET is set: HS256 tokens signed with "
+                        "the legacy secret are still accepted; unset it once no HS256 token is needed",
+                        extra={"reason": "hs256-secret-with-jwks"})
 
     def _fetch(self) -> Any:
         # Imported here: only JWKS projects pay for urllib's HTTP stack.
@@ -227,26 +236,20 @@ def get_verifier() -> TokenVerifier:
     """One verifier per container (the JWKS cache lives as long as it)."""
     global _verifier
     if _verifier is None:
-        from shared.config import ConfigError, get_settings
+        from shared.config import ConfigError, get_settings, trusted_transport
 
         s = get_settings().require("auth")
-        if s.jwks_url and not s.dev_mode and not _trusted_transport(s.jwks_url):
+        if s.jwks_url and not s.dev_mode and not trusted_transport(s.jwks_url):
             # Whoever can answer a plain-http JWKS fetch can mint any member's token.
             raise ConfigError("Invalid configuration: SUPABASE_JWKS_URL (or SUPABASE_URL) must use https")
         _verifier = TokenVerifier(
             issuer=s.jwt_issuer or "",
             hs256_secret=s.SUPABASE_JWT_SECRET.get_secret_value() if s.SUPABASE_JWT_SECRET else None,
-            jwks=JwksCache(s.jwks_url) if s.jwks_url else None,
+            jwks=JwksCache(s.jwks_url, warn_hs256_secret=bool(s.SUPABASE_JWT_SECRET) and not s.dev_mode)
+            if s.jwks_url else None,
             leeway=s.AUTH_CLOCK_SKEW_SECONDS,
         )
     return _verifier
-
-
-def _trusted_transport(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
 
 
 def reset_for_tests() -> None:

@@ -30,6 +30,27 @@ class ConfigError(RuntimeError):
     """Configuration is missing or invalid. The message names variables, never values."""
 
 
+# Hosts a plain ws:// or http:// URL may name outside dev (nothing leaves the machine).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LIVEKIT_URL_RULE = ("Invalid configuration: LIVEKIT_URL must be a wss:// or https:// URL "
+                    "(ws:// or http:// only to a loopback host, or with NEXUS_ENV=dev)")
+
+
+def trusted_transport(url: str, secure: tuple[str, ...] = ("https",), plain: tuple[str, ...] = ("http",)) -> bool:
+    """`url` uses a `secure` scheme, or a `plain` one to a loopback host; False if it is no URL."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError:
+        return False
+    if not host:
+        return False
+    return parts.scheme in secure or (parts.scheme in plain and host in LOOPBACK_HOSTS)
+
+
 # Seconds a caller is asked to wait when the secret store did not answer.
 SECRETS_RETRY_AFTER_SECONDS = 5
 
@@ -67,7 +88,12 @@ class Settings(BaseModel):
     LIVEKIT_URL: str | None = None
     LIVEKIT_API_KEY: str | None = None
     LIVEKIT_API_SECRET: SecretStr | None = None
-    LIVEKIT_TOKEN_TTL_SECONDS: int = Field(3600, ge=60, le=86400)
+    # Tokens LiveKit refreshes for connected participants last 10 minutes; ours no longer, so a
+    # token kept past a brig or a demotion buys at most that (docs/livekit-access.md).
+    LIVEKIT_TOKEN_TTL_SECONDS: int = Field(600, ge=60, le=86400)
+    # Strict mode: every token we mint (livekit-token, academy-accept) carries no publish or data
+    # right; RoomService grants them once the webhook's join check has passed.
+    LIVEKIT_PUBLISH_AFTER_JOIN_CHECK: bool = False
     # livekit-webhook, its retry worker and the stale-presence reconciler.
     LIVEKIT_API_TIMEOUT_SECONDS: float = Field(5.0, gt=0, le=60)
     LIVEKIT_WEBHOOK_MAX_BODY_BYTES: int = Field(262144, ge=4096, le=4194304)
@@ -149,6 +175,19 @@ class Settings(BaseModel):
             return self.SUPABASE_JWKS_URL
         return f"{self.SUPABASE_URL}/auth/v1/.well-known/jwks.json" if self.SUPABASE_URL else None
 
+    @property
+    def livekit_url_problem(self) -> str | None:
+        """LIVEKIT_URL_RULE when LIVEKIT_URL is set and breaks it. RoomService calls carry
+        room-admin tokens: outside dev they go over TLS unless LiveKit is on this machine."""
+        url = self.LIVEKIT_URL
+        if not url:
+            return None
+        if self.dev_mode:
+            ok = trusted_transport(url, secure=("wss", "https", "ws", "http"))
+        else:
+            ok = trusted_transport(url, secure=("wss", "https"), plain=("ws", "http"))
+        return None if ok else LIVEKIT_URL_RULE
+
     def require(self, *groups: str) -> "Settings":
         """Check that the settings a function needs are present.
 
@@ -176,6 +215,8 @@ class Settings(BaseModel):
                 raise ValueError(f"unknown settings group {group}")
         if missing:
             raise ConfigError("Missing configuration: " + ", ".join(missing))
+        if "livekit" in groups and self.livekit_url_problem:
+            raise ConfigError(self.livekit_url_problem)
         return self
 
 

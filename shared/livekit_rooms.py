@@ -28,9 +28,10 @@ Each call runs on its own short-lived event loop and HTTP session, so the
 facade is safe from any synchronous code (Lambda handlers, threads). Tests
 point `url` at tests/peers/livekit_twirp.py, a loopback fake of the service.
 
-The participant calls HTTP functions make inline (`participants`,
+The calls HTTP functions make inline (`rooms_now`, `participants`,
 `update_participant`, `remove_participant`: member-admin and the webhook's
-join check) speak Twirp's JSON form over the standard library instead, so
+join check; the access sync and the reconciler's discovery use them too)
+speak Twirp's JSON form over the standard library instead, so
 livekit.api, aiohttp and protobuf stay off those functions' import path.
 The server accepts snake_case or camelCase keys and answers snake_case with
 defaults included (twirp v8 as livekit-server configures it); both are read.
@@ -90,6 +91,16 @@ class ParticipantState:
     metadata: str = ""
     # ParticipantPermission in camelCase: canSubscribe, canPublish, canPublishData, canPublishSources (names)
     permission: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    joined_at_ms: int = 0  # 0: LiveKit did not say
+
+    def as_event_participant(self) -> dict[str, Any]:
+        """The participant as a webhook event carries it (what livekit_presence_adopt records)."""
+        info: dict[str, Any] = {"sid": self.sid, "identity": self.identity, "name": self.name,
+                                "metadata": self.metadata, "permission": dict(self.permission)}
+        if self.joined_at_ms:
+            info["joinedAtMs"] = str(self.joined_at_ms)
+        return info
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,14 @@ class RoomServiceClient:
 
     # -- participant calls over Twirp JSON (no livekit.api) ---------------------
 
+    def rooms_now(self, *, timeout: float | None = None) -> list[RoomInfo]:
+        """Every room LiveKit has now (ListRooms over Twirp JSON)."""
+        answer = self._twirp_json("ListRooms", "", {}, timeout, video={"roomList": True})
+        return [RoomInfo(str(r.get("sid") or ""), str(r.get("name") or ""),
+                         _int(r.get("num_participants", r.get("numParticipants"))),
+                         _int(r.get("creation_time", r.get("creationTime"))))
+                for r in answer.get("rooms") or () if r.get("name")]
+
     def participants(self, room: str, *, timeout: float | None = None) -> list[ParticipantState]:
         """Who LiveKit has in `room` now, with permission and metadata ([] for an unknown room)."""
         try:
@@ -190,7 +209,9 @@ class RoomServiceClient:
         except RoomNotFound:
             return []
         return [ParticipantState(str(p.get("sid") or ""), str(p.get("identity") or ""), str(p.get("metadata") or ""),
-                                 _permission(p.get("permission") or {}))
+                                 _permission(p.get("permission") or {}), str(p.get("name") or ""),
+                                 _int(p.get("joined_at_ms", p.get("joinedAtMs")))
+                                 or _int(p.get("joined_at", p.get("joinedAt"))) * 1000)
                 for p in answer.get("participants") or ()]
 
     def update_participant(self, room: str, identity: str, *, permission: dict[str, Any], metadata: str,
@@ -218,7 +239,8 @@ class RoomServiceClient:
             return False
         return True
 
-    def _twirp_json(self, method: str, room: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    def _twirp_json(self, method: str, room: str, body: dict[str, Any], timeout: float | None,
+                    video: dict[str, Any] | None = None) -> dict[str, Any]:
         import socket
         import urllib.error
         import urllib.request
@@ -226,7 +248,7 @@ class RoomServiceClient:
         from shared.livekit_tokens import mint_service_token
 
         token = mint_service_token(api_key=self.api_key, api_secret=self.api_secret,
-                                   video={"roomAdmin": True, "room": room}, ttl_seconds=300)
+                                   video=video or {"roomAdmin": True, "room": room}, ttl_seconds=300)
         base = self.url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
         request = urllib.request.Request(
             f"{base}/twirp/livekit.RoomService/{method}", data=json.dumps(body).encode(), method="POST",
@@ -317,6 +339,14 @@ class RoomServiceClient:
                 await lk.aclose()
 
         return asyncio.run(main())
+
+
+def _int(value: Any) -> int:
+    """An int64 from Twirp JSON (protojson writes them as strings); 0 when absent or not a number."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _permission(raw: dict[str, Any]) -> dict[str, Any]:

@@ -78,10 +78,17 @@ def mint_participant_token(
     metadata: dict[str, Any] | None = None,
     room_config: dict[str, Any] | None = None,
     now: int | None = None,
+    publish_after_join_check: bool = False,
 ) -> tuple[str, int]:
-    """A participant token for one room; returns (jwt, expires_at_epoch)."""
+    """A participant token for one room; returns (jwt, expires_at_epoch).
+
+    `publish_after_join_check` (strict mode, LIVEKIT_PUBLISH_AFTER_JOIN_CHECK): the token carries
+    no publish or data right whatever `grants` says; the webhook's join check grants them in place
+    (RoomService UpdateParticipant) once the member's rights are read from the database."""
     issued = int(now if now is not None else time.time())
     expires = issued + ttl_seconds
+    if publish_after_join_check:
+        grants = VoiceGrants(grants.can_join, grants.can_subscribe, False, False)
     # LiveKit defaults canPublish/canPublishData/canSubscribe to true when
     # absent, so every grant is written explicitly.
     video: dict[str, Any] = {

@@ -39,6 +39,10 @@ _B64STD = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 # (functions/notifications/subscribe.py annotates its model with them).
 ENDPOINT_CHARS = TextRule("endpoint-chars", "^[!-~]*$",
                           "The endpoint must be a plain ASCII URL without spaces or control characters.")
+# What openapi.json states for a deployed stack: an https:// URL (the scheme in any case, as
+# validate_endpoint reads it). Dev mode also takes http:// to a loopback address, which the
+# document says in words: it describes the deployed contract.
+DEPLOYED_ENDPOINT_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]://"
 # Keys are base64url (what PushSubscription.toJSON() gives) or standard base64
 # (what `btoa()` gives, as the predecessor frontend sent them): one alphabet per
 # value, stored as unpadded base64url either way.

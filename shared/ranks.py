@@ -9,6 +9,12 @@ _LEVEL = {name: i for i, name in enumerate(RANKS)}
 
 BRIGGED = "brigged"
 
+# The whitespace a role name is trimmed of, in SQL too (public.canonical_role): shared/text_rules.py's
+# WHITESPACE, the characters str.strip() removes less the C0 separators U+001C..U+001F.
+ROLE_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) \
+    + "\u2028\u2029\u202f\u205f\u3000"
+_CANONICAL = {"brig": BRIGGED, "brigged": BRIGGED, "medic": "Medic", "rescue": "Rescue"}
+
 
 def level(rank: str) -> int:
     try:
@@ -21,8 +27,18 @@ def at_least(rank: str, minimum: str) -> bool:
     return level(rank) >= level(minimum)
 
 
-def is_brigged(roles: list[str] | None) -> bool:
-    return any(r.lower() == BRIGGED for r in roles or ())
+def canonical_role(role: str) -> str:
+    """The one spelling a role is stored in (docs/endpoints.md): `brigged` (also for `brig`),
+    `Medic`, `Rescue` in any case; any other role as written. Surrounding whitespace never counts.
+    SQL's public.canonical_role is the same rule (tests hold the two together)."""
+    trimmed = role.strip(ROLE_WHITESPACE)
+    return _CANONICAL.get(trimmed.lower(), trimmed)
+
+
+def is_brigged(roles: list[str | None] | None) -> bool:
+    """`brig` or `brigged` in any case or padding. The database stores roles canonically
+    (a trigger); this also reads a row written with triggers off."""
+    return any(r is not None and canonical_role(r) == BRIGGED for r in roles or ())
 
 
 @dataclass(frozen=True)

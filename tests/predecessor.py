@@ -42,8 +42,13 @@ def _user(conn, ids: dict, key: str, *, profile: dict | None, anonymous: bool = 
     uid = str(uuid.uuid4())
     ids[key] = uid
     # The predecessor's trigger makes a 'scout' profile; each row is then set as production has it.
-    conn.execute("INSERT INTO auth.users (id, email, is_anonymous, created_at) VALUES (%s, %s, %s, %s)",
-                 (uid, None if anonymous else f"{key}@example.test", anonymous, created))
+    # As the auth server writes its rows (instance, audience, role, empty token strings): its
+    # admin API finds and reads them.
+    conn.execute("INSERT INTO auth.users (instance_id, id, aud, role, email, is_anonymous, created_at, updated_at, "
+                 "raw_app_meta_data, raw_user_meta_data, confirmation_token, recovery_token, email_change_token_new, "
+                 "email_change) VALUES ('00000000-0000-0000-0000-000000000000', %s, "
+                 "'authenticated', 'authenticated', %s, %s, %s, %s, '{}', '{}', '', '', '', '')",
+                 (uid, None if anonymous else f"{key}@example.test", anonymous, created, created))
     if profile is None:
         conn.execute("DELETE FROM public.profiles WHERE id = %s", (uid,))
     else:
@@ -55,9 +60,9 @@ def _user(conn, ids: dict, key: str, *, profile: dict | None, anonymous: bool = 
 
 def build(url: str, *, medic_endpoint: str = "https://fcm.googleapis.com/fcm/send/adopted-medic",
           medic_p256dh: str = STD_P256DH, medic_auth: str = STD_AUTH) -> Predecessor:
-    from nexus.migrate import apply_shim
+    from nexus.migrate import prepare_platform
 
-    apply_shim(url)
+    prepare_platform(url)  # the auth server's `auth` when its binary is here, as production has
     ids: dict[str, str] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SCHEMA.read_text())
@@ -91,6 +96,25 @@ def build(url: str, *, medic_endpoint: str = "https://fcm.googleapis.com/fcm/sen
                   anonymous=True)
             _user(conn, ids, "no_profile", profile=None)
             _user(conn, ids, "anonymous", profile=None, anonymous=True)
+            # Issue 24: powers members gave themselves ("Dev Override"), a guest of
+            # the predecessor's own kind (an email account with is_guest), a sign-up
+            # during the cutover window (no predecessor profile: their trigger was
+            # gone) asking for an adopted member's callsign, and a profile whose
+            # auth user is gone (a project where that key was never made).
+            _user(conn, ids, "self_founder", profile={"rank": "founder", "roles": ["Command"],
+                                                      "callsign": "Self Made"}, created="2025-01-03")
+            _user(conn, ids, "self_rescue", profile={"rank": "scout", "roles": ["Rescue"],
+                                                     "callsign": "Lifeline"}, created="2025-01-03")
+            _user(conn, ids, "is_guest_scout", profile={"rank": "scout", "roles": None, "is_guest": True,
+                                                        "guest_expires_at": "2025-01-04", "callsign": "Visitor"},
+                  created="2025-01-03")
+            _user(conn, ids, "window_signup", profile=None, created="2025-12-20")
+            conn.execute("UPDATE auth.users SET raw_user_meta_data = %s WHERE id = %s",
+                         (json.dumps({"callsign": " pathfinder"}), ids["window_signup"]))
+            conn.execute("ALTER TABLE public.profiles DROP CONSTRAINT profiles_id_fkey")
+            ids["profile_no_user"] = str(conn.execute(
+                "INSERT INTO public.profiles (id, rank, callsign) VALUES (gen_random_uuid(), 'scout', 'Gone') "
+                "RETURNING id").fetchone()[0])
 
             squad = conn.execute("INSERT INTO public.squads (name) VALUES ('Alpha') RETURNING id").fetchone()[0]
             bonfire = conn.execute("INSERT INTO public.campfires (name, creator_id, is_permanent) "
@@ -133,6 +157,14 @@ def build(url: str, *, medic_endpoint: str = "https://fcm.googleapis.com/fcm/sen
             conn.execute("INSERT INTO public.push_subscriptions (user_id, endpoint, p256dh, auth) VALUES "
                          "(%s, %s, %s, %s), (NULL, 'https://fcm.googleapis.com/fcm/send/orphan', %s, %s)",
                          (ids["medic"], medic_endpoint, medic_p256dh, medic_auth, STD_P256DH, STD_AUTH))
+            # The same endpoint twice once trimmed; a device of a profile that is not adopted.
+            conn.execute("INSERT INTO public.push_subscriptions (user_id, endpoint, p256dh, auth) VALUES "
+                         "(%s, %s, %s, %s), (%s, %s, %s, %s)",
+                         (ids["scout"], " https://fcm.googleapis.com/fcm/send/twice", STD_P256DH, STD_AUTH,
+                          ids["profile_no_user"], "https://fcm.googleapis.com/fcm/send/gone", STD_P256DH, STD_AUTH))
+            conn.execute("INSERT INTO public.push_subscriptions (user_id, endpoint, p256dh, auth, created_at) "
+                         "VALUES (%s, %s, %s, %s, now() + interval '1 minute')",
+                         (ids["scout"], "https://fcm.googleapis.com/fcm/send/twice ", STD_P256DH, STD_AUTH))
 
             for old_type, payload in (("academy_request", None),
                                       ("academy_accept", {"requestId": str(uuid.uuid4())}),
@@ -155,6 +187,20 @@ def build(url: str, *, medic_endpoint: str = "https://fcm.googleapis.com/fcm/sen
                 "INSERT INTO public.flares (sender_id, type, location, status, created_at) VALUES (%s, 'MEDICAL', "
                 "'Area18', 'RESOLVED', '2024-12-05') RETURNING id", (ids["scout"],)).fetchone()[0])
 
+            # Locations that break the text rules: a newline, and only an ideographic space.
+            ids["flare_newline"] = str(conn.execute(
+                "INSERT INTO public.flares (sender_id, type, location) VALUES (%s, 'MEDICAL', %s) RETURNING id",
+                (ids["scout"], "Hurston\nLorville gate")).fetchone()[0])
+            ids["flare_blank"] = str(conn.execute(
+                "INSERT INTO public.flares (sender_id, type, location) VALUES (%s, 'COMBAT', %s) RETURNING id",
+                (ids["scout"], "\u3000")).fetchone()[0])
+            long_name = "Salvage " + "x" * 112
+            ids["skill_long_a"] = str(conn.execute(
+                "INSERT INTO public.skills (name, created_at) VALUES (%s, '2024-12-01') RETURNING id",
+                (long_name + " basics",)).fetchone()[0])
+            ids["skill_long_b"] = str(conn.execute(
+                "INSERT INTO public.skills (name, created_at) VALUES (%s, '2024-12-02') RETURNING id",
+                (long_name + " advanced",)).fetchone()[0])
             skill = conn.execute("INSERT INTO public.skills (name, category) VALUES ('Mining', 'Industry') "
                                  "RETURNING id").fetchone()[0]
             ids["skill"] = str(skill)

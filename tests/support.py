@@ -139,18 +139,38 @@ class Reply:
 
 
 @contextmanager
-def migrated_database(pg, prefix: str) -> Iterator[str]:
+def migrated_database(pg, prefix: str, before: str | None = None) -> Iterator[str]:
     """A database of its own on the session's server, with the shim and every migration;
-    dropped afterwards (for tests whose rows or schema changes must not meet others')."""
+    dropped afterwards (for tests whose rows or schema changes must not meet others').
+    With `before`, only the migrations older than that version: a database that lived before
+    a change, the rest `nexus.migrate.migrate(url)` away."""
     from nexus.migrate import prepare_local
 
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     url = pg.create_database(name)
-    prepare_local(url, log=lambda *_: None)
     try:
+        if before is None:
+            prepare_local(url, log=lambda *_: None)
+        else:
+            _migrate_before(url, before)
         yield url
     finally:
         try:
             pg.drop_database(name)
         except Exception:
             pass  # a test left a connection open: the server's teardown removes it
+
+
+def _migrate_before(url: str, version: str) -> None:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from nexus import migrate
+
+    with tempfile.TemporaryDirectory(prefix="nexus-earlier-") as earlier:
+        for m in migrate.discover():
+            if m.version < version:
+                shutil.copy(m.path, Path(earlier) / m.path.name)
+        migrate.apply_shim(url)
+        migrate.migrate(url, Path(earlier), log=lambda *_: None)

@@ -99,6 +99,7 @@ def accept_request(request: Request) -> Response:
         name=livekit_tokens.display_name(guide, caller.user_id),
         metadata={"userId": caller.user_id, "rank": guide["rank"]},
         room_config=livekit_tokens.sim_pod_room_config(),
+        publish_after_join_check=settings.LIVEKIT_PUBLISH_AFTER_JOIN_CHECK,
     )
     count("TokensMinted", function="academy-accept")
     return Response(200, {

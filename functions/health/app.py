@@ -15,8 +15,13 @@ secret). Answers 200 with the parts below, or 503 UNAVAILABLE (same parts in
   (supabase/contract-fingerprint.json, written by `make package`). A
   difference is `status: drift`, `drift` naming the classes, overall
   `degraded`; `nexus db verify` names each difference.
-- livekit: an HTTP GET to the server (its wss:// URL as https://); when it fails, `reason` says why
-- config: names of missing settings, never a value
+- livekit: an HTTP GET to the server (its wss:// URL as https://); when it fails, `reason` says why,
+  naming the server by scheme, host and port only (credentials in LIVEKIT_URL are never sent or shown);
+  a LIVEKIT_URL breaking the transport rule (shared/config.py) is reported, not probed
+- config: names of missing (and invalid) settings, never a value
+
+A member's rank and brig are looked up first (`health_clearance`): a member below founder, or
+in the brig, is refused before any check runs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import jwt
 from pydantic import BaseModel, ConfigDict
@@ -41,7 +47,7 @@ from shared.config import ConfigError, Settings, get_settings
 from shared.errors import ApiError, unauthorized
 from shared.http import JsonApp, Request, Response, iso_utc
 from shared.lambda_adapter import lambda_handler
-from shared.ranks import at_least
+from shared.ranks import at_least, is_brigged
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 FINGERPRINT_FILE = MIGRATIONS_DIR.parent / "contract-fingerprint.json"
@@ -50,6 +56,7 @@ _VERSION = re.compile(r"^(\d{14})_[a-z0-9_]+\.sql$")
 LIVEKIT_TIMEOUT_SECONDS = 2.0
 MIN_RANK = "founder"
 CONFIG_GROUPS = ("database", "auth", "livekit", "vapid")
+_HTTP = {"ws": "http", "wss": "https"}
 
 
 # Response models: the contract in openapi.json (nexus/openapi.py); the handler builds the dicts itself.
@@ -94,6 +101,8 @@ class ConfigPart(BaseModel):
 
     ok: bool
     missing: list[str]
+    # settings present but unusable (LIVEKIT_URL breaking the transport rule), by name
+    invalid: SkipJsonSchema[None] | list[str] = None
 
 
 class HealthReport(BaseModel):
@@ -174,7 +183,31 @@ def _is_service_key(token: str, settings: Settings) -> bool:
     return True
 
 
-def _database(user_id: str | None, shipped: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _clearance(user_id: str) -> None:
+    """A member's rank and brig, from the database, before any of health's own work:
+    403 for a member below founder or in the brig, 503 when the database cannot say."""
+    unsure = ApiError("UNAVAILABLE", "The database cannot confirm your rank; retry shortly.",
+                      headers={"Retry-After": "5"})
+    try:
+        database = db.get_database()
+        try:
+            clearance = database.call("health_clearance", p_user_id=user_id)
+        except db.DatabaseError as e:
+            if e.sqlstate not in ("42883", "PGRST202"):  # a database without 20251221000100
+                raise
+            member = database.call("health_snapshot", p_user_id=user_id).get("member")
+            clearance = member and {"rank": member["rank"], "brigged": is_brigged(member["roles"])}
+    except (ConfigError, db.DatabaseUnavailable, db.DatabaseError):
+        raise unsure from None
+    rank = clearance["rank"] if clearance else None
+    if rank is None or not at_least(rank, MIN_RANK):
+        raise ApiError("INSUFFICIENT_CLEARANCE", f"Health needs rank {MIN_RANK} or higher.",
+                       {"required": MIN_RANK, "rank": rank})
+    if clearance.get("brigged"):
+        raise ApiError("FORBIDDEN", "You are in the brig and cannot read health.")
+
+
+def _database(shipped: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(database part, snapshot or None when unreachable)."""
     try:
         database = db.get_database()
@@ -183,14 +216,14 @@ def _database(user_id: str | None, shipped: dict[str, Any] | None) -> tuple[dict
     started = time.perf_counter()
     try:
         if shipped is None:
-            snap = database.call("health_snapshot", p_user_id=user_id)
+            snap = database.call("health_snapshot")
         else:
             try:
-                snap = database.call("health_snapshot", p_user_id=user_id, p_objects=shipped["objects"])
+                snap = database.call("health_snapshot", p_objects=shipped["objects"])
             except db.DatabaseError as e:
                 if e.sqlstate not in ("42883", "PGRST202"):  # a database without 20251217000200
                     raise
-                snap = database.call("health_snapshot", p_user_id=user_id)
+                snap = database.call("health_snapshot")
     except db.DatabaseUnavailable:
         return {"ok": False, "error": "unreachable"}, None
     except db.DatabaseError as e:
@@ -236,35 +269,30 @@ def _contract(database: dict[str, Any], snap: dict[str, Any] | None,
 def _livekit(settings: Settings) -> dict[str, Any]:
     if not settings.LIVEKIT_URL:
         return {"ok": False, "error": "not configured"}
-    url = re.sub(r"^ws(s?)://", r"http\1://", settings.LIVEKIT_URL) + "/"
+    if settings.livekit_url_problem:
+        return {"ok": False, "error": "invalid configuration",
+                "reason": settings.livekit_url_problem.split(": ", 1)[1]}
+    # Only the scheme, host, port and path go into the probe, and only the scheme, host and port
+    # into a reason: whatever else LIVEKIT_URL holds (userinfo, a query) is never sent or shown.
+    parts = urlsplit(settings.LIVEKIT_URL)  # parsed already by livekit_url_problem
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    server = f"{_HTTP.get(parts.scheme, parts.scheme)}://{host}{f':{parts.port}' if parts.port else ''}/"
+    path = parts.path.strip("/")
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="GET"),
+        with urllib.request.urlopen(urllib.request.Request(server + (f"{path}/" if path else ""), method="GET"),
                                     timeout=LIVEKIT_TIMEOUT_SECONDS) as resp:
             status = resp.status
     except urllib.error.HTTPError as e:
         status = e.code  # it answered: reachable, though not with 200
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-        return {"ok": False, "error": "timeout" if "timed out" in str(reason) else "unreachable",
-                "reason": _without_credentials(url, f"{url}: {why}")}
+    except Exception as e:  # noqa: BLE001 - any failure is "unreachable"; its text may quote the URL
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        timeout = isinstance(reason, TimeoutError)
+        why = "timed out" if timeout else (reason.strerror if isinstance(reason, OSError) and reason.strerror
+                                            else type(reason).__name__)
+        return {"ok": False, "error": "timeout" if timeout else "unreachable", "reason": f"{server}: {why}"}
     return {"ok": status < 500, "httpStatus": status,
             "latencyMs": round((time.perf_counter() - started) * 1000, 1)}
-
-
-def _without_credentials(url: str, text: str) -> str:
-    """`text` with the URL's userinfo and query taken out (LiveKit's URL may carry them; health never shows them)."""
-    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-    authority, _, tail = rest.partition("/")
-    userinfo, _, host = authority.rpartition("@")
-    path = tail.split("?", 1)[0].split("#", 1)[0]
-    safe = f"{scheme}://{host}/{path}" if scheme else f"{host}/{path}"
-    text = text.replace(url, safe)
-    for secret in (userinfo, *userinfo.split(":", 1), tail[len(path):]):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _config(settings: Settings) -> dict[str, Any]:
@@ -274,30 +302,22 @@ def _config(settings: Settings) -> dict[str, Any]:
             settings.require(group)
         except ConfigError as e:
             # The message lists names only (shared/config.py guarantees it).
-            missing += [n.strip() for n in str(e).split(":", 1)[1].split(",")]
-    return {"ok": not missing, "missing": missing}
+            if str(e).startswith("Missing configuration:"):
+                missing += [n.strip() for n in str(e).split(":", 1)[1].split(",")]
+    invalid = ["LIVEKIT_URL"] if settings.livekit_url_problem else []
+    return {"ok": not missing and not invalid, "missing": missing, **({"invalid": invalid} if invalid else {})}
 
 
 def health(request: Request) -> Response:
     settings = get_settings()
     token = bearer_token(request.header("authorization"))
-    user_id = None
     if not _is_service_key(token, settings):
         user_id = authenticate(get_verifier(), request.header("authorization")).user_id
         request.user_id = user_id
+        _clearance(user_id)  # before any check runs: a refused caller costs one lookup
 
     shipped = shipped_fingerprint(settings)
-    database, snap = _database(user_id, shipped)
-    if user_id is not None:
-        if snap is None:
-            # Without the snapshot a member's rank is unknown: no report for them.
-            raise ApiError("UNAVAILABLE", "The database cannot confirm your rank; retry shortly.",
-                           headers={"Retry-After": "5"})
-        member = snap.get("member")
-        if member is None or not at_least(member["rank"], MIN_RANK):
-            raise ApiError("INSUFFICIENT_CLEARANCE", f"Health needs rank {MIN_RANK} or higher.",
-                           {"required": MIN_RANK, "rank": member["rank"] if member else None})
-
+    database, snap = _database(shipped)
     parts = {"database": database, "contract": _contract(database, snap, shipped), "livekit": _livekit(settings),
              "config": _config(settings)}
     report = {"status": "ok" if all(p["ok"] for p in parts.values()) else "degraded",

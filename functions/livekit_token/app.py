@@ -70,6 +70,9 @@ class TokenResponse(BaseModel):
     expiresAt: datetime
     grants: GrantsOut
     bridges: list[BridgedNetToken]
+    publishAfterJoinCheck: bool = Field(
+        description="Strict mode: the token carries no publish right; `grants` arrive in place once the "
+                    "server's join check passed (wait for ParticipantPermissionsChanged before enabling the mic).")
     simPodId: SkipJsonSchema[None] | str = Field(None, description="Present when the room is a sim pod's.")
 
 
@@ -128,6 +131,7 @@ def issue_token(request: Request) -> Response:
             name=livekit_tokens.display_name(profile, caller.user_id),
             metadata={"userId": caller.user_id, "rank": rank},
             room_config=livekit_tokens.sim_pod_room_config() if pod is not None else None,
+            publish_after_join_check=settings.LIVEKIT_PUBLISH_AFTER_JOIN_CHECK,
         )
 
     token, expires_at = mint(room, grants)
@@ -139,6 +143,7 @@ def issue_token(request: Request) -> Response:
         "expiresAt": iso_utc(expires_at),
         "grants": grants.as_response(),
         "bridges": [],
+        "publishAfterJoinCheck": settings.LIVEKIT_PUBLISH_AFTER_JOIN_CHECK,
     }
     if pod is not None:
         answer["simPodId"] = pod["id"]

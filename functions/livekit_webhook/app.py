@@ -5,8 +5,10 @@ POST from LiveKit itself (server to server, no CORS). The bare JWT in
 trip, `livekit_webhook_ingest`, stores the event deduplicated by its id and
 applies it in the same transaction; only then do we answer 200. If applying
 fails the stored event is retried by the worker (worker.py), still 200.
-A participant_joined whose permission exceeds the member's current rights is
-corrected in LiveKit before the answer (shared/livekit_access.py).
+A participant_joined whose permission differs from the member's current rights
+(more: an old token; less: strict mode's, LIVEKIT_PUBLISH_AFTER_JOIN_CHECK) is
+corrected, granted or removed in LiveKit before the answer
+(shared/livekit_access.py, docs/livekit-access.md).
 
 401: missing, tampered, re-serialized, expired or wrong-key signature (checked
 before anything is parsed or stored). 400: a signed but malformed event.
@@ -69,9 +71,10 @@ def receive(request: Request) -> Response:
     # WebhookEventsApplied, ...Ignored, ...Duplicate, ...Queued
     count(f"WebhookEvents{result['status'].capitalize()}", function="livekit-webhook")
     if result.get("accessJobId"):
-        # A join with more permission than the member has now (a token minted
-        # before a brig or demotion, or for a pod that ended): corrected or
-        # removed before we answer, so the old token buys a moment at most.
+        # A join whose permission differs from the member's rights now (a token
+        # minted before a brig or demotion, a pod that ended, a deleted member;
+        # strict mode's token without publish): corrected, granted or removed
+        # before we answer, so an old token buys a moment at most.
         from shared.livekit_access import apply_now
 
         apply_now([result["accessJobId"]], settings.LIVEKIT_ACCESS_INLINE_BUDGET_SECONDS, settings)

@@ -13,6 +13,15 @@ for the rooms it lists, who is in them (ListParticipants):
   except sessions older than PRESENCE_MAX_AGE_SECONDS (max_age_exceeded).
 Only sessions that joined before LiveKit was asked are judged.
 
+Then the other way round (discovery): every room LiveKit lists (ListRooms,
+then ListParticipants per room) is compared with voice_presence. A participant
+LiveKit has and we lack (its participant_joined never delivered, or not
+applied yet) is given a presence row as if its join had arrived now and judged
+like any join (`livekit_presence_adopt`): one who may not be there (brigged,
+deleted, demoted, a pod that ended) is removed or corrected in this run, through
+the access jobs (shared/livekit_access.py). The schedule runs every 5 minutes
+(template.yaml), so that is how long a lost webhook can hide a session.
+
 A run works to a deadline (the Lambda's remaining time less a margin):
 whatever LiveKit's latency, rooms not answered by then, or not yet written,
 are left as they are, and since their last check does not move they come
@@ -47,15 +56,62 @@ def deadline_from(context: Any, margin: float = MARGIN_SECONDS) -> float:
     return time.monotonic() + max(0.0, remaining - margin)
 
 
-def run(rooms: RoomServiceClient | None = None, *, batch: int = 500, deadline: float | None = None) -> dict[str, Any]:
-    """One pass. `deadline` (time.monotonic()): rooms not judged by then are left for the next run."""
+def run(rooms: RoomServiceClient | None = None, *, batch: int = 500, deadline: float | None = None,
+        discovery: bool = True) -> dict[str, Any]:
+    """One pass. `deadline` (time.monotonic()): rooms not judged by then are left for the next run.
+    `discovery=False` only closes what LiveKit no longer has."""
     settings = get_settings().require("database", "livekit")
+    rooms = rooms or RoomServiceClient.from_settings()
+    summary = close_stale(rooms, settings, batch=batch, deadline=deadline)
+    if discovery:
+        summary.update(discover(rooms, settings, deadline=deadline))
+    return summary
+
+
+def discover(rooms: RoomServiceClient, settings: Any, *, deadline: float | None = None) -> dict[str, int]:
+    """Participants LiveKit has and voice_presence lacks: recorded, then judged (removed or
+    corrected at once when they may not be there). LiveKit not answering changes nothing."""
+    from shared.livekit_access import AccessSync
+
+    found = {"adopted": 0, "judged": 0}
+    end = deadline if deadline is not None else time.monotonic() + DEFAULT_BUDGET_SECONDS
+    if time.monotonic() >= end:
+        return found
+    checked_at = datetime.now(timezone.utc).isoformat()
+    listed: list[dict[str, Any]] = []
+    try:
+        for room in rooms.rooms_now(timeout=max(0.05, end - time.monotonic())):
+            if time.monotonic() >= end:
+                break
+            people = rooms.participants(room.name, timeout=max(0.05, end - time.monotonic()))
+            if people:
+                listed.append({"room": room.name, "sid": room.sid,
+                               "participants": [p.as_event_participant() for p in people]})
+    except LiveKitError as e:
+        log.warning("LiveKit did not list its rooms; discovery left for the next run", extra={"reason": str(e)})
+    if not listed:
+        return found
+    adopted = db.call("livekit_presence_adopt", p_rooms=listed, p_checked_at=checked_at)
+    found["adopted"] = adopted["adopted"]
+    jobs = adopted.get("accessJobIds") or []
+    if jobs and time.monotonic() < end:
+        sync = AccessSync(rooms, retry_base_seconds=settings.LIVEKIT_ACCESS_RETRY_BASE_SECONDS,
+                          retry_cap_seconds=settings.LIVEKIT_ACCESS_RETRY_MAX_SECONDS)
+        found["judged"] = sync.run(deadline=end, job_ids=jobs).done
+    if found["adopted"]:
+        log.warning("LiveKit had participants voice_presence lacked (lost webhooks); recorded and judged",
+                    extra={"count": found["adopted"]})
+    return found
+
+
+def close_stale(rooms: RoomServiceClient, settings: Any, *, batch: int = 500,
+                deadline: float | None = None) -> dict[str, Any]:
+    """Presence LiveKit no longer has: closed (see the module docstring)."""
     stale = db.call("livekit_presence_stale_rooms", p_older_than_seconds=settings.PRESENCE_RECONCILE_AFTER_SECONDS,
                     p_limit=batch)
     summary = {"rooms": len(stale), "closed": 0, "roomsFinished": 0, "unanswered": 0, "deferred": 0}
     if not stale:
         return summary
-    rooms = rooms or RoomServiceClient.from_settings()
     names = [r["room"] for r in stale]
     checked_at = datetime.now(timezone.utc).isoformat()
     answers = rooms.presence_by_room(names, deadline=deadline)

@@ -40,8 +40,18 @@ ROLE_NAME = TextRule("role-name", f"^[{WHITESPACE}]*[A-Za-z][A-Za-z0-9 _.-]{{0,3
 RoleName = Annotated[str, ROLE_NAME]
 
 
+def _something_to_change_schema(schema: dict[str, Any]) -> None:
+    # The model validator's rule, for openapi.json: a rank (not null), or at least one role to add
+    # or to remove.
+    schema["anyOf"] = [
+        {"required": ["rank"], "properties": {"rank": {"type": "string"}}},
+        {"required": ["addRoles"], "properties": {"addRoles": {"minItems": 1}}},
+        {"required": ["removeRoles"], "properties": {"removeRoles": {"minItems": 1}}},
+    ]
+
+
 class MemberChange(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, json_schema_extra=_something_to_change_schema)
 
     userId: UUID
     rank: Rank | None = None
@@ -128,7 +138,7 @@ def change_member(request: Request) -> Response:
 
     job = result.get("accessJobId")
     summary = apply_now([job], settings.LIVEKIT_ACCESS_INLINE_BUDGET_SECONDS, settings) if job else None
-    applied = summary is not None and summary.done == 1
+    applied = summary is not None and job in summary.done_ids
     outcomes = summary.outcomes if summary is not None else {}
     count("MembersChanged", 1, function="member-admin")
     return Response(200, {

@@ -20,8 +20,10 @@ from shared.config import get_settings
 from shared.errors import ApiError, bad_request
 from shared.http import JsonApp, Request, Response
 from shared.lambda_adapter import lambda_handler
-from shared.push_subscriptions import (AUTH_FORMAT, ENDPOINT_CHARS, MAX_ENDPOINT_LENGTH, P256DH_FORMAT,
-                                      InvalidSubscription, validate_auth, validate_endpoint, validate_p256dh)
+from shared.push_subscriptions import (AUTH_FORMAT, DEPLOYED_ENDPOINT_PATTERN, ENDPOINT_CHARS, MAX_ENDPOINT_LENGTH,
+                                      P256DH_FORMAT, InvalidSubscription, validate_auth, validate_endpoint,
+                                      validate_p256dh)
+from shared.text_rules import add_pattern
 
 # Generous for a 2 KB endpoint plus keys, far below anything that could hurt.
 MAX_BODY_BYTES = 8192
@@ -35,6 +37,9 @@ class SubscriptionKeys(BaseModel):
 
 
 def _key_shapes(schema: dict[str, Any]) -> None:
+    # validate_endpoint's scheme rule for a deployed stack, for openapi.json (only there: dev
+    # mode also accepts http:// to loopback, so the model itself does not check it).
+    add_pattern(schema["properties"]["endpoint"], DEPLOYED_ENDPOINT_PATTERN)
     # The model validator's rule, for openapi.json: the pair under `keys`, or (when
     # `keys` is absent or null) at the top level, where it then must have their formats.
     schema["anyOf"] = [

@@ -168,10 +168,9 @@ def cmd_adopt(args: argparse.Namespace) -> int:
             return EXIT_FINDINGS
         return EXIT_OK
     if args.repair_history_only:
-        history = adopt.repair_history(url)
-        print(f"history: {len(history)} predecessor version(s) marked reverted and kept in "
-              "nexus_adopt.reverted_history; `supabase db push` may now run")
-        return EXIT_OK
+        raise UsageError("--repair-history-only is no longer supported: `supabase db push` applies each migration "
+                         "in its own transaction and cannot adopt the predecessor's database safely (its set-aside "
+                         "migration refuses to run that way). Run `nexus db adopt` (docs/cutover.md).")
     if not args.snapshot_taken and not args.snapshot:
         raise UsageError("refusing to adopt without a snapshot: pass --snapshot FILE (a pg_dump is taken to it) "
                          "or --snapshot-taken once you have one (docs/cutover.md)")
@@ -242,7 +241,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--snapshot", metavar="FILE", help="take a pg_dump snapshot to FILE first")
     a.add_argument("--snapshot-taken", action="store_true", help="a snapshot exists; adopt without taking one")
     a.add_argument("--repair-history-only", action="store_true",
-                   help="only mark the predecessor's migration history reverted (before `supabase db push`)")
+                   help="refused: `supabase db push` cannot adopt the predecessor's database (one transaction "
+                        "per file); run `nexus db adopt`")
     a.set_defaults(func=cmd_adopt)
 
     lt = common(sub.add_parser("lint", help="Supabase advisor checks on our schemas"))

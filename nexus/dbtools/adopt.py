@@ -7,12 +7,14 @@
              scout members may have set themselves, foreign objects and their
              warnings). The transaction holds its locks for its few seconds.
   (default)  refuses to start without --snapshot-taken or --snapshot FILE
-             (a pg_dump it takes itself); then repairs the history, migrates,
-             verifies and prints what it did. Stopped half-way, run again,
-             it finishes: every step is idempotent or recorded.
+             (a pg_dump it takes itself); then repairs the history and applies
+             the whole chain, set-aside through conversion, as ONE transaction
+             (a failure anywhere leaves the predecessor's database as it was),
+             verifies and prints what it did.
   --repair-history-only
-             only the history repair, for operators who then run
-             `supabase db push` (which refuses a history it does not know).
+             refused: it served `supabase db push`, which applies each file in
+             its own transaction and so cannot adopt safely; the set-aside
+             migration refuses to run that way.
 
 The history repair is what `supabase migration repair --status reverted`
 does to the predecessor's versions (all older than ours), plus a record of
@@ -24,7 +26,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from nexus.migrate import _BOOKKEEPING, _LOCK_KEY, FIRST_VERSION, MIGRATIONS_DIR, Migration, discover
+from nexus.migrate import (
+    _BOOKKEEPING, _LOCK_KEY, ADOPT_CONVERT_VERSION, FIRST_VERSION, MIGRATIONS_DIR, Migration, discover,
+)
 
 REPAIR_SQL = f"""
 CREATE SCHEMA IF NOT EXISTS nexus_adopt;
@@ -57,19 +61,28 @@ def pending(conn, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 
 def is_predecessor(conn) -> bool:
-    return conn.execute("SELECT to_regclass('public.profiles') IS NOT NULL "
-                        "AND to_regclass('public.livekit_rooms') IS NULL").fetchone()[0]
+    from nexus.migrate import is_predecessor as check
+
+    return check(conn)
 
 
 def _record(conn) -> dict:
     """What nexus_adopt says was done (inside the plan's transaction, or after adopting)."""
     from nexus.dbtools import foreign
 
-    out: dict = {"conversions": [], "review": [], "foreign": [], "warnings": []}
+    out: dict = {"conversions": [], "holds": [], "guests": [], "not_adopted": [], "foreign": [], "warnings": []}
     if conn.execute("SELECT to_regclass('nexus_adopt.conversions') IS NULL").fetchone()[0]:
         return out
     out["conversions"] = conn.execute("SELECT step, rows, detail FROM nexus_adopt.conversions ORDER BY ord").fetchall()
-    out["review"] = conn.execute("SELECT kind, subject, detail FROM nexus_adopt.review ORDER BY kind, detail").fetchall()
+    if conn.execute("SELECT to_regclass('nexus_adopt.holds') IS NOT NULL").fetchone()[0]:
+        out["holds"] = conn.execute(
+            "SELECT member_id::text, callsign, held_rank, held_roles, status FROM nexus_adopt.holds "
+            "ORDER BY status <> 'pending', held_roles = '{}', member_id").fetchall()
+        out["guests"] = conn.execute(
+            "SELECT member_id::text, email, guest_expires_at FROM nexus_adopt.guests "
+            "ORDER BY guest_expires_at NULLS FIRST, member_id").fetchall()
+        out["not_adopted"] = conn.execute(
+            "SELECT tbl, reason, rows FROM nexus_adopt.not_adopted ORDER BY tbl, reason").fetchall()
     registry = foreign.load(conn)
     out["foreign"] = sorted(registry.objects)
     out["warnings"] = foreign.warnings(conn, registry)
@@ -90,9 +103,19 @@ def _print_record(rec: dict, log=print) -> None:
         log("kept and re-pointed:")
         for step, rows, detail in moved:
             log(f"  {step}" + (f": {rows} row(s)" if step.startswith("set aside") else ""))
-    log(f"ranks above scout that members may have set themselves ({len(rec['review'])}), to confirm:")
-    for _kind, subject, detail in rec["review"]:
-        log(f"  {subject}  {detail}")
+    log(f"rows not adopted ({sum(r[2] for r in rec['not_adopted'])}), kept in nexus_adopt "
+        "(SELECT * FROM nexus_adopt.not_adopted):")
+    for tbl, reason, rows in rec["not_adopted"]:
+        log(f"  {rows:>7}  {tbl}: {reason}")
+    pending = [h for h in rec["holds"] if h[4] == "pending"]
+    log(f"powers held until an operator confirms them ({len(pending)}): `nexus admin holds`, then "
+        "`nexus admin hold confirm|decline USER --reason TEXT`; responders first")
+    for member, callsign, rank, roles, _status in pending:
+        held = ", ".join(([f"rank {rank}"] if rank else []) + ([f"roles {' '.join(roles)}"] if roles else []))
+        log(f"  {member}  {callsign or '-'}  {held}")
+    log(f"the predecessor's guests, now vagrants without a callsign ({len(rec['guests'])}):")
+    for member, email, expires in rec["guests"]:
+        log(f"  {member}  {email or '-'}  guest_expires_at {expires.isoformat() if expires else '-'}")
     log(f"foreign objects, left in place ({len(rec['foreign'])}):")
     for kind, name in rec["foreign"]:
         log(f"  {kind} {name}")
@@ -117,6 +140,12 @@ def plan(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> dict:
         if history:
             conn.execute(REPAIR_SQL)
         conn.execute(_BOOKKEEPING)
+        if any(m.version == FIRST_VERSION for m in todo) and is_predecessor(conn):
+            if not any(m.version == ADOPT_CONVERT_VERSION for m in todo):
+                conn.rollback()
+                raise PlanError(f"the migrations stop before {ADOPT_CONVERT_VERSION} (the conversion); "
+                                "the set-aside never runs without it")
+            conn.execute("SELECT set_config('nexus.adopting', 'one transaction', true)")
         for m in todo:
             try:
                 conn.execute(m.sql)
@@ -134,15 +163,11 @@ class PlanError(RuntimeError):
     pass
 
 
-def repair_history(url: str) -> list[tuple[str, str | None]]:
+def _reverted(url: str, history: list) -> bool:
     import psycopg
 
     with psycopg.connect(url, connect_timeout=10) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        history = history_to_repair(conn)
-        if history:
-            conn.execute(REPAIR_SQL)
-    return history
+        return not history_to_repair(conn)
 
 
 def snapshot(url: str, path: Path) -> Path:
@@ -164,10 +189,14 @@ def adopt(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> int:
     from nexus import migrate
     from nexus.dbtools.verify import report
 
-    history = repair_history(url)
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        history = history_to_repair(conn)
+    # The set-aside migration repairs the history inside the one transaction.
+    applied = migrate.migrate(url, directory, log=lambda line: log(f"  {line}"))
+    if history:
+        history = history if _reverted(url, history) else []
     log(f"history: {len(history)} predecessor version(s) marked reverted"
         + (" (" + ", ".join(v for v, _ in history) + ")" if history else ""))
-    applied = migrate.migrate(url, directory, log=lambda line: log(f"  {line}"))
     log(f"migrations: {len(applied)} applied")
     with psycopg.connect(url, connect_timeout=10) as conn:
         _print_record(_record(conn), log)

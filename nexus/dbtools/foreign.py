@@ -5,9 +5,13 @@ supabase/migrations/20251208000000_adopt_predecessor_set_aside.sql), it
 leaves their other tables, their functions and types, and their columns on
 the tables we took over in place, and records each in
 `nexus_adopt.foreign_objects`. `verify` and `lint` list those apart: they are
-not part of our contract and never fail it, but what is unsafe about them
-(tables anon can write, SECURITY DEFINER functions anon can run) is shown as
-a warning. An object nobody recorded is still drift.
+not part of our contract and never fail it, but what stays open about them
+to an API role is shown as a warning: to anon, to members (role
+authenticated) and to guests (anonymous sign-ins, authenticated too): tables
+without row level security, policies letting everyone write, no restrictive
+policy refusing guests, SECURITY DEFINER functions they can run. The adoption
+closes their tables to anon and guests, so on an adopted database what is
+left is what members keep. An object nobody recorded is still drift.
 """
 
 from __future__ import annotations
@@ -78,37 +82,66 @@ def split(differences: Iterable[Difference], live: Snapshot,
     return ours, theirs
 
 
+_GUESTS_REFUSED = r"is_anonymous"
+# A policy that lets every member through: no condition, or only the
+# predecessor's test of the API role (which a guest's session passes too).
+_OPEN_QUAL = r"^\(*(true|auth\.role\(\) = 'authenticated'::text)\)*$"
+
+
 def warnings(conn, registry: Registry) -> list[Warning_]:
-    """What is unsafe about the foreign objects, for the API roles."""
+    """What stays open about the foreign objects to each API role: anon, members
+    (authenticated) and guests (anonymous sign-ins: authenticated too)."""
     if not registry:
         return []
     tables = sorted(registry.tables)
     functions = sorted(name for kind, name in registry.objects if kind == "function")
     out: list[Warning_] = []
-    for name, rls, anon_write, anon_read, open_policies in conn.execute(
-        """SELECT t, c.relrowsecurity,
-                  has_table_privilege('anon', c.oid, 'INSERT') OR has_table_privilege('anon', c.oid, 'UPDATE')
-                    OR has_table_privilege('anon', c.oid, 'DELETE'),
-                  has_table_privilege('anon', c.oid, 'SELECT'),
+    rows = conn.execute(
+        """SELECT t, c.relkind::text, c.relrowsecurity, r.rolname,
+                  has_table_privilege(r.rolname, c.oid, 'SELECT'),
+                  has_table_privilege(r.rolname, c.oid, 'INSERT') OR has_table_privilege(r.rolname, c.oid, 'UPDATE')
+                    OR has_table_privilege(r.rolname, c.oid, 'DELETE'),
                   (SELECT string_agg(p.polname, ', ' ORDER BY p.polname) FROM pg_policy p
                     WHERE p.polrelid = c.oid AND p.polpermissive AND p.polcmd IN ('a', 'w', 'd', '*')
-                      AND (p.polroles @> ARRAY[0::oid]
-                           OR p.polroles @> ARRAY[(SELECT oid FROM pg_roles WHERE rolname = 'anon')])
-                      AND (p.polqual IS NULL OR pg_get_expr(p.polqual, p.polrelid) ~* '^\\(?true\\)?$')
-                      AND (p.polwithcheck IS NULL OR pg_get_expr(p.polwithcheck, p.polrelid) ~* '^\\(?true\\)?$'))
-           FROM unnest(%s::text[]) t JOIN pg_class c ON c.oid = to_regclass(t)""", (tables,)).fetchall():
-        if not rls and anon_write:
-            out.append(Warning_(name, "row level security is off: anon can read and write every row through the API"))
-        elif not rls and anon_read:
-            out.append(Warning_(name, "row level security is off: anon can read every row through the API"))
-        elif open_policies and anon_write:
-            out.append(Warning_(name, f"policies {open_policies} let anon write every row"))
-    for name, definer, anon in conn.execute(
-        """SELECT f, p.prosecdef, has_function_privilege('anon', p.oid, 'EXECUTE')
+                      AND (p.polroles @> ARRAY[0::oid] OR p.polroles @> ARRAY[r.oid])
+                      AND (p.polqual IS NULL OR pg_get_expr(p.polqual, p.polrelid) ~* %(open)s)
+                      AND (p.polwithcheck IS NULL OR pg_get_expr(p.polwithcheck, p.polrelid) ~* %(open)s)),
+                  EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polpermissive
+                            AND (p.polroles @> ARRAY[0::oid] OR p.polroles @> ARRAY[r.oid])),
+                  EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND NOT p.polpermissive
+                            AND p.polcmd = '*' AND (p.polroles @> ARRAY[0::oid] OR p.polroles @> ARRAY[r.oid])
+                            AND pg_get_expr(p.polqual, p.polrelid) ~ %(guests)s
+                            AND pg_get_expr(p.polwithcheck, p.polrelid) ~ %(guests)s)
+           FROM unnest(%(tables)s::text[]) t JOIN pg_class c ON c.oid = to_regclass(t)
+           CROSS JOIN pg_roles r WHERE r.rolname IN ('anon', 'authenticated')
+           ORDER BY t, r.rolname DESC""",
+        {"tables": tables, "open": _OPEN_QUAL, "guests": _GUESTS_REFUSED}).fetchall()
+    for name, kind, rls, role, read, write, open_write, any_policy, guests_refused in rows:
+        if not read and not write:
+            continue
+        who = "anon" if role == "anon" else "members and guests (authenticated)"
+        rls_applies = rls and kind in ("r", "p")
+        if not rls_applies:
+            what = "read and write" if write else "read"
+            why = "row level security is off" if kind in ("r", "p") else "a view without row level security"
+            out.append(Warning_(name, f"{why}: {who} can {what} every row through the API"))
+            continue
+        if open_write and write:
+            out.append(Warning_(name, f"policies {open_write} let {'anon' if role == 'anon' else 'members'} "
+                                      "write every row"))
+        if role == "authenticated" and any_policy and not guests_refused:
+            out.append(Warning_(name, "guests (anonymous sign-ins, role authenticated) pass its policies as "
+                                      "members do: no restrictive policy refuses them"))
+    for name, definer, anon, authenticated in conn.execute(
+        """SELECT f, p.prosecdef, has_function_privilege('anon', p.oid, 'EXECUTE'),
+                  has_function_privilege('authenticated', p.oid, 'EXECUTE')
            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
            CROSS JOIN LATERAL format('%%I.%%I(%%s)', n.nspname, p.proname,
                                      pg_get_function_identity_arguments(p.oid)) f
            WHERE f = ANY(%s::text[]) ORDER BY f""", (functions,)).fetchall():
         if definer and anon:
             out.append(Warning_(name, "SECURITY DEFINER function anon can execute (it runs with its owner's rights)"))
+        elif definer and authenticated:
+            out.append(Warning_(name, "SECURITY DEFINER function members and guests can execute "
+                                      "(it runs with its owner's rights)"))
     return out

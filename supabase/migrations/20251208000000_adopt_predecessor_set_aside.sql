@@ -16,6 +16,9 @@
 --   * drops their sign-up trigger `on_auth_user_created` (ours has the name).
 -- Nothing of theirs is dropped: their other tables, their columns on the
 -- tables set aside (step 2 puts them back on ours) and their functions stay.
+-- It runs only inside the one transaction nexus db adopt opens for the whole
+-- chain (the setting nexus.adopting says so); anything else is refused, so a
+-- failure later in the chain can never leave the predecessor half set aside.
 DO $$
 DECLARE
   v_ours constant text[] := ARRAY['profiles', 'voice_nets', 'voice_net_bridges', 'voice_presence',
@@ -31,6 +34,16 @@ BEGIN
   IF to_regclass('public.livekit_rooms') IS NOT NULL OR to_regclass('nexus_private.push_deliveries') IS NOT NULL THEN
     RAISE EXCEPTION 'this database holds an earlier build of this project''s own schema, not the predecessor''s'
       USING HINT = 'recreate it from the current migrations (make dev does so for .data); never adopt it';
+  END IF;
+  -- Set aside through converted, or nothing: applied alone (as `supabase db
+  -- push` applies each file in its own transaction), a failure in any later
+  -- file would leave the predecessor's tables set aside and public.profiles
+  -- empty, breaking the old app and ours. nexus db adopt (and nexus db
+  -- migrate) run the whole chain in one transaction and say so here.
+  IF coalesce(current_setting('nexus.adopting', true), '') <> 'one transaction' THEN
+    RAISE EXCEPTION 'refusing to adopt the predecessor''s database one file at a time'
+      USING HINT = 'run `nexus db adopt` (docs/cutover.md): it applies the set-aside through the conversion as one '
+                   'transaction; `supabase db push` applies each file in its own and is not supported here';
   END IF;
 
   CREATE SCHEMA IF NOT EXISTS nexus_adopt;
@@ -48,9 +61,6 @@ BEGIN
   CREATE TABLE IF NOT EXISTS nexus_adopt.conversions (
     ord integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, step text NOT NULL UNIQUE,
     rows bigint NOT NULL, detail text NOT NULL DEFAULT '', done_at timestamptz NOT NULL DEFAULT now());
-  -- What a person should look at afterwards (ranks members may have set themselves, ...).
-  CREATE TABLE IF NOT EXISTS nexus_adopt.review (
-    kind text NOT NULL, subject text NOT NULL, detail text NOT NULL, PRIMARY KEY (kind, subject));
   CREATE TABLE IF NOT EXISTS nexus_adopt.reverted_history (
     version text PRIMARY KEY, name text, statements text[], reverted_at timestamptz NOT NULL DEFAULT now());
 

@@ -1,18 +1,30 @@
 -- Adopting the predecessor's database, step 2 of 2 (step 1 is
 -- 20251208000000_adopt_predecessor_set_aside.sql). It runs after every other
--- migration, so it converts into the final schema.
+-- migration of its time, so it converts into the schema as it stands then;
+-- on the predecessor's database it runs in the same transaction as step 1
+-- and everything between (nexus db adopt), so nothing here may fail on data.
 --
 -- On an empty database (nothing was set aside) only the last statement runs.
 -- Otherwise every row set aside in nexus_adopt is converted into our tables,
 -- keeping its meaning, and each conversion's row count is recorded in
--- nexus_adopt.conversions (nexus db adopt prints them):
+-- nexus_adopt.conversions (nexus db adopt prints them); every row set aside
+-- that has no row in ours is counted per table and reason in
+-- nexus_adopt.not_adopted. Free text carried over (callsigns, net labels,
+-- skill names and descriptions, notification titles and messages, flare
+-- locations) follows the text rules members write by, with a neutral
+-- fallback; no collision (skill names, callsigns, endpoints) can abort it.
 --   profiles       rank NULL/empty -> vagrant, any case lower-cased, a value
 --                  that names no rank -> vagrant; roles NULL -> {}, brig/brigged
 --                  (any case) -> brigged, medic -> Medic, rescue -> Rescue,
 --                  other names in the spelling first written; callsigns
 --                  cleaned to our rule (control characters become spaces,
---                  blank -> none, at most 64 characters). Ranks above scout
---                  (members could set their own) are listed in nexus_adopt.review.
+--                  blank -> none, at most 64 characters). Members set their
+--                  own rank and roles on the predecessor: ranks above scout and
+--                  the responder roles (Medic, Rescue) are held in
+--                  nexus_adopt.holds, the member living as scout without them
+--                  until an operator confirms (nexus admin holds; issue 24).
+--                  The predecessor's guests (is_guest) become vagrants without
+--                  a callsign, listed in nexus_adopt.guests.
 --   voice_nets     thresholds trimmed and lower-cased, empty -> vagrant; join
 --                  NULL -> receive, else scout; receive NULL -> the join;
 --                  transmit NULL -> scout; a name that is no rank let everyone
@@ -20,18 +32,21 @@
 --                  held by several nets stays on the oldest, the others get
 --                  a suffix from their id.
 --   bridges        one per unordered pair (the oldest), self-bridges removed.
---   push keys      standard base64 -> unpadded base64url, the same bytes.
+--   push keys      standard base64 -> unpadded base64url, the same bytes; an
+--                  endpoint held twice once trimmed goes to the newest.
 --   notifications  types mapped to ours, missing title derived from the type,
 --                  missing payload {}; history: not pushed, and their
 --                  retention starts now (the old time is kept in the payload).
 --   flares         type -> flare_type; a sender that is gone stays gone.
+--   skills         a name held twice (once cleaned, cut to 120, any case) is numbered.
 --   requests       PENDING stays (our expiry applies); ACTIVE -> COMPLETED now,
 --                  guide kept, old pod id cleared; of several pending for one
 --                  cadet and skill the newest stays, the others CANCELLED.
 --   presence       every row becomes closed history.
 -- Their columns that ours lack (profiles.email, voice_nets.type, ...) are put
 -- back on our tables with their values, and recorded as foreign. Their
--- tables' foreign keys to the tables set aside now point at ours.
+-- tables' foreign keys to the tables set aside now point at ours. Their
+-- tables left in public are closed to anon and to guests.
 DO $$
 DECLARE
   v_ranks constant text[] := ARRAY['vagrant', 'scout', 'voyager', 'founder', 'pioneer'];
@@ -52,15 +67,52 @@ BEGIN
     RETURN;  -- nothing was set aside
   END IF;
 
+  -- Free text carried over follows the rules callsigns follow (shared/text.py,
+  -- public.text_is_shown_plainly): a character others must not be shown
+  -- becomes a space, runs of White_Space one space, the ends trimmed, cut to
+  -- the column's length; what is left blank or still breaks the rule is the
+  -- neutral fallback. The conversion cannot fail on a member's text.
+  CREATE OR REPLACE FUNCTION pg_temp.adopt_clean(p_text text, p_max integer, p_fallback text) RETURNS text
+  LANGUAGE sql STABLE SET search_path = '' AS $clean$
+    SELECT CASE WHEN v.t <> '' AND public.text_is_shown_plainly(v.t) THEN v.t ELSE p_fallback END
+    FROM (SELECT btrim(left(btrim(regexp_replace(
+            (SELECT string_agg(CASE WHEN public.text_is_shown_plainly('a' || c) THEN c ELSE ' ' END, '' ORDER BY i)
+               FROM regexp_split_to_table(coalesce(p_text, ''), '') WITH ORDINALITY AS s(c, i)),
+            '[\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+', ' ', 'g')),
+            p_max)) AS t) v
+  $clean$;
+
+  -- Powers held until an operator confirms them (nexus admin holds): ranks
+  -- above scout and the responder roles. The member lives as scout without
+  -- those roles meanwhile; public.adoption_hold_settle confirms or declines,
+  -- and any later member-admin change settles the hold (its audit row).
+  CREATE TABLE IF NOT EXISTS nexus_adopt.holds (
+    member_id uuid PRIMARY KEY, callsign text, email text,
+    held_rank text, held_roles text[] NOT NULL DEFAULT '{}',
+    live_rank text NOT NULL, live_roles text[] NOT NULL,
+    status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'confirmed', 'declined', 'settled')),
+    settled_at timestamptz, audit_id bigint, held_at timestamptz NOT NULL DEFAULT now());
+  -- The predecessor's guests (is_guest): vagrants without a callsign now.
+  CREATE TABLE IF NOT EXISTS nexus_adopt.guests (
+    member_id uuid PRIMARY KEY, email text, guest_expires_at timestamptz, old_rank text, old_callsign text);
+  -- Every row set aside that has no row in ours, per table and reason.
+  CREATE TABLE IF NOT EXISTS nexus_adopt.not_adopted (
+    tbl text NOT NULL, reason text NOT NULL, rows bigint NOT NULL, PRIMARY KEY (tbl, reason));
+
   -- profiles ------------------------------------------------------------------
   CREATE TEMP TABLE adopt_profiles ON COMMIT DROP AS
   SELECT o.id, to_jsonb(o) AS j,
          coalesce(o.created_at, now()) AS created_at,
          nullif(btrim(regexp_replace(left(coalesce(to_jsonb(o) ->> 'callsign', ''), 64), '[[:cntrl:]]+', ' ', 'g')), '')
            AS callsign,
-         lower(btrim(coalesce(to_jsonb(o) ->> 'rank', ''))) AS old_rank
+         lower(btrim(coalesce(to_jsonb(o) ->> 'rank', ''))) AS old_rank,
+         coalesce(to_jsonb(o) ->> 'is_guest', '') = 'true' AS is_guest,
+         NULL::text AS rank, NULL::text[] AS roles, NULL::text AS live_rank, NULL::text[] AS live_roles
   FROM nexus_adopt.profiles o
   WHERE EXISTS (SELECT 1 FROM auth.users u WHERE u.id = o.id);
+  INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
+  SELECT 'profiles', 'no auth user (nobody can sign in as it)', count(*)
+  FROM nexus_adopt.profiles o WHERE NOT EXISTS (SELECT 1 FROM adopt_profiles p WHERE p.id = o.id);
 
   -- Role names in the spelling first written (oldest profile first).
   CREATE TEMP TABLE adopt_role_spelling ON COMMIT DROP AS
@@ -76,6 +128,51 @@ BEGIN
   UPDATE adopt_role_spelling SET key = 'brigged' WHERE key = 'brig'
     AND NOT EXISTS (SELECT 1 FROM adopt_role_spelling WHERE key = 'brigged');
   DELETE FROM adopt_role_spelling WHERE key = 'brig';
+
+  UPDATE adopt_profiles p SET
+    rank = CASE WHEN p.old_rank = ANY (v_ranks) THEN p.old_rank ELSE 'vagrant' END,
+    roles = coalesce((SELECT array_agg(s.spelling ORDER BY min_ord)
+                      FROM (SELECT sp.spelling, min(e.ord) AS min_ord
+                            FROM jsonb_array_elements_text(
+                                   CASE WHEN jsonb_typeof(p.j -> 'roles') = 'array' THEN p.j -> 'roles' ELSE '[]'::jsonb END)
+                                 WITH ORDINALITY e(x, ord)
+                            JOIN adopt_role_spelling sp
+                              ON sp.key = CASE lower(btrim(e.x)) WHEN 'brig' THEN 'brigged' ELSE lower(btrim(e.x)) END
+                            GROUP BY sp.spelling) s), '{}');
+  -- What members may have given themselves is held: ranks above scout and the
+  -- responder roles. Guests keep neither (below).
+  UPDATE adopt_profiles SET
+    live_rank = CASE WHEN is_guest THEN 'vagrant' WHEN public.rank_level(rank) > public.rank_level('scout') THEN 'scout'
+                     ELSE rank END,
+    live_roles = ARRAY(SELECT x FROM unnest(roles) WITH ORDINALITY AS t(x, i)
+                        WHERE x NOT IN ('Medic', 'Rescue') ORDER BY i);
+  INSERT INTO nexus_adopt.holds (member_id, callsign, email, held_rank, held_roles, live_rank, live_roles)
+  SELECT id, callsign, j ->> 'email', CASE WHEN rank <> live_rank THEN rank END,
+         ARRAY(SELECT x FROM unnest(roles) WITH ORDINALITY AS t(x, i) WHERE x IN ('Medic', 'Rescue') ORDER BY i),
+         live_rank, live_roles
+  FROM adopt_profiles
+  WHERE NOT is_guest AND (rank <> live_rank OR roles && ARRAY['Medic', 'Rescue'])
+  ON CONFLICT (member_id) DO NOTHING;
+  SELECT count(*) INTO v_n FROM nexus_adopt.holds WHERE held_rank IS NOT NULL;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: rank above scout held (lives as scout)', v_n,
+          'members could set their own rank; an operator confirms each (nexus admin holds)');
+  SELECT count(*) INTO v_n FROM nexus_adopt.holds WHERE held_roles <> '{}';
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: responder roles held (Medic, Rescue)', v_n,
+          'members could add their own roles; no flare reaches them until an operator confirms');
+  -- The predecessor's guests (email accounts with is_guest, 24 h) were scouts:
+  -- vagrants now, without a callsign; their rows stay, listed for removal.
+  INSERT INTO nexus_adopt.guests (member_id, email, guest_expires_at, old_rank, old_callsign)
+  SELECT id, coalesce(j ->> 'email', (SELECT u.email FROM auth.users u WHERE u.id = p.id)),
+         (j ->> 'guest_expires_at')::timestamptz, j ->> 'rank', j ->> 'callsign'
+  FROM adopt_profiles p WHERE is_guest
+  ON CONFLICT (member_id) DO NOTHING;
+  UPDATE adopt_profiles SET callsign = NULL WHERE is_guest;
+  SELECT count(*) INTO v_n FROM adopt_profiles WHERE is_guest;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: guests (is_guest) -> vagrant without a callsign', v_n,
+          'rows kept; listed with guest_expires_at in nexus_adopt.guests');
 
   -- Callsigns follow issue 12's rules (shared/text.py), as for rows that were
   -- ours already: a guest (anonymous sign-in) keeps no callsign; one that
@@ -108,17 +205,7 @@ BEGIN
   -- rule's own migration did for rows that were there before it.
   ALTER TABLE public.profiles DISABLE TRIGGER profiles_callsign_unclaimed;
   INSERT INTO public.profiles AS t (id, callsign, callsign_grandfathered, rank, roles, created_at, updated_at)
-  SELECT p.id, p.callsign, p.grandfathered,
-         CASE WHEN p.old_rank = ANY (v_ranks) THEN p.old_rank ELSE 'vagrant' END,
-         coalesce((SELECT array_agg(s.spelling ORDER BY min_ord)
-                   FROM (SELECT sp.spelling, min(e.ord) AS min_ord
-                         FROM jsonb_array_elements_text(
-                                CASE WHEN jsonb_typeof(p.j -> 'roles') = 'array' THEN p.j -> 'roles' ELSE '[]'::jsonb END)
-                              WITH ORDINALITY e(x, ord)
-                         JOIN adopt_role_spelling sp
-                           ON sp.key = CASE lower(btrim(e.x)) WHEN 'brig' THEN 'brigged' ELSE lower(btrim(e.x)) END
-                         GROUP BY sp.spelling) s), '{}'),
-         p.created_at, coalesce((p.j ->> 'updated_at')::timestamptz, p.created_at)
+  SELECT p.id, p.callsign, p.grandfathered, p.live_rank, p.live_roles, p.created_at, coalesce((p.j ->> 'updated_at')::timestamptz, p.created_at)
   FROM adopt_profiles p
   ON CONFLICT (id) DO UPDATE SET callsign = EXCLUDED.callsign, callsign_grandfathered = EXCLUDED.callsign_grandfathered,
                                  rank = EXCLUDED.rank, roles = EXCLUDED.roles;
@@ -137,8 +224,8 @@ BEGIN
   VALUES ('profiles: rank lower-cased or trimmed', v_n, '');
   SELECT count(*) INTO v_n FROM adopt_profiles WHERE jsonb_typeof(j -> 'roles') IS DISTINCT FROM 'array';
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('profiles: roles NULL -> {}', v_n, '');
-  SELECT count(*) INTO v_n FROM adopt_profiles p JOIN public.profiles t ON t.id = p.id
-  WHERE jsonb_typeof(p.j -> 'roles') = 'array' AND to_jsonb(t.roles) <> p.j -> 'roles';
+  SELECT count(*) INTO v_n FROM adopt_profiles p
+  WHERE jsonb_typeof(p.j -> 'roles') = 'array' AND to_jsonb(p.roles) <> p.j -> 'roles';
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
   VALUES ('profiles: roles respelled (brig -> brigged, Medic, Rescue, first spelling)', v_n, '');
   SELECT count(*) INTO v_n FROM adopt_profiles p
@@ -146,13 +233,6 @@ BEGIN
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
   VALUES ('profiles: callsign cleaned', v_n, 'control characters, blank or longer than 64');
 
-  INSERT INTO nexus_adopt.review (kind, subject, detail)
-  SELECT 'rank above scout', t.id::text,
-         format('%s (callsign %s): the predecessor let members set their own rank; confirm it',
-                t.rank, coalesce(t.callsign, '-'))
-  FROM public.profiles t JOIN adopt_profiles p ON p.id = t.id
-  WHERE public.rank_level(t.rank) > 1
-  ON CONFLICT DO NOTHING;
 
   -- voice_nets ----------------------------------------------------------------
   CREATE TEMP TABLE adopt_nets ON COMMIT DROP AS
@@ -179,7 +259,7 @@ BEGIN
   GET DIAGNOSTICS v_m = ROW_COUNT;
 
   INSERT INTO public.voice_nets (id, code, label, min_rank_to_join, min_rank_to_rx, min_rank_to_tx, linked_squad_id, created_at)
-  SELECT id, code, left(coalesce(nullif(btrim(label), ''), code), 120), min_join, min_rx, min_tx, linked_squad_id, created_at
+  SELECT id, code, pg_temp.adopt_clean(label, 120, code), min_join, min_rx, min_tx, linked_squad_id, created_at
   FROM adopt_nets;
   GET DIAGNOSTICS v_n = ROW_COUNT;
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_nets', v_n, 'nets adopted');
@@ -222,20 +302,40 @@ BEGIN
   INTO v_n FROM nexus_adopt.voice_net_bridges WHERE source_net_id <> target_net_id;
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
   VALUES ('voice_net_bridges: second direction removed', v_n, 'A->B and B->A are one bridge');
+  INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
+  SELECT 'voice_net_bridges', 'self-bridge', count(*) FROM nexus_adopt.voice_net_bridges
+  WHERE source_net_id = target_net_id
+  UNION ALL
+  SELECT 'voice_net_bridges', 'second direction or repeat of a bridge adopted', count(*)
+  FROM nexus_adopt.voice_net_bridges b
+  WHERE b.source_net_id <> b.target_net_id AND NOT EXISTS (SELECT 1 FROM public.voice_net_bridges t WHERE t.id = b.id)
+    AND EXISTS (SELECT 1 FROM public.voice_nets n WHERE n.id = b.source_net_id)
+    AND EXISTS (SELECT 1 FROM public.voice_nets n WHERE n.id = b.target_net_id)
+  UNION ALL
+  SELECT 'voice_net_bridges', 'a net it joins is gone', count(*)
+  FROM nexus_adopt.voice_net_bridges b
+  WHERE b.source_net_id <> b.target_net_id
+    AND NOT (EXISTS (SELECT 1 FROM public.voice_nets n WHERE n.id = b.source_net_id)
+             AND EXISTS (SELECT 1 FROM public.voice_nets n WHERE n.id = b.target_net_id));
 
   -- push subscriptions --------------------------------------------------------
-  CREATE TEMP TABLE adopt_push ON COMMIT DROP AS
-  SELECT o.user_id, btrim(o.endpoint) AS endpoint, coalesce(o.created_at, now()) AS created_at,
+  CREATE TEMP TABLE adopt_push_all ON COMMIT DROP AS
+  SELECT o.user_id, btrim(o.endpoint, E' \t\r\n') AS endpoint, coalesce(o.created_at, now()) AS created_at,
          rtrim(translate(btrim(o.p256dh), '+/', '-_'), '=') AS p256dh,
          rtrim(translate(btrim(o.auth), '+/', '-_'), '=') AS auth,
          btrim(o.p256dh) <> rtrim(translate(btrim(o.p256dh), '+/', '-_'), '=')
-           OR btrim(o.auth) <> rtrim(translate(btrim(o.auth), '+/', '-_'), '=') AS reencoded
-  FROM nexus_adopt.push_subscriptions o
-  -- one alphabet per key, the lengths of a P-256 point (65 bytes) and a 16-byte secret
-  WHERE (btrim(o.p256dh) ~ '^[A-Za-z0-9+/]{87}=?$' OR btrim(o.p256dh) ~ '^[A-Za-z0-9_-]{87}=?$')
-    AND (btrim(o.auth) ~ '^[A-Za-z0-9+/]{22}(==)?$' OR btrim(o.auth) ~ '^[A-Za-z0-9_-]{22}(==)?$')
-    AND char_length(btrim(o.endpoint)) BETWEEN 8 AND 2048
-    AND EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id);
+           OR btrim(o.auth) <> rtrim(translate(btrim(o.auth), '+/', '-_'), '=') AS reencoded,
+         EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id) AS has_member,
+         -- one alphabet per key, the lengths of a P-256 point (65 bytes) and a 16-byte secret
+         coalesce((btrim(o.p256dh) ~ '^[A-Za-z0-9+/]{87}=?$' OR btrim(o.p256dh) ~ '^[A-Za-z0-9_-]{87}=?$')
+           AND (btrim(o.auth) ~ '^[A-Za-z0-9+/]{22}(==)?$' OR btrim(o.auth) ~ '^[A-Za-z0-9_-]{22}(==)?$')
+           AND char_length(btrim(o.endpoint, E' \t\r\n')) BETWEEN 8 AND 2048, false) AS usable
+  FROM nexus_adopt.push_subscriptions o;
+  -- An endpoint held twice once trimmed: the newest subscription is the
+  -- device's (push-subscribe moved an endpoint to whoever posted it last).
+  CREATE TEMP TABLE adopt_push ON COMMIT DROP AS
+  SELECT DISTINCT ON (endpoint) * FROM adopt_push_all WHERE usable AND has_member
+  ORDER BY endpoint, created_at DESC, user_id;
   INSERT INTO public.push_subscriptions (user_id, endpoint, p256dh, auth, created_at, updated_at)
   SELECT user_id, endpoint, p256dh, auth, created_at, created_at FROM adopt_push
   ON CONFLICT (endpoint) DO NOTHING;
@@ -246,19 +346,28 @@ BEGIN
   VALUES ('push_subscriptions: keys re-encoded to base64url', v_n, 'the same bytes');
   SELECT (SELECT count(*) FROM nexus_adopt.push_subscriptions) - (SELECT count(*) FROM adopt_push) INTO v_n;
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
-  VALUES ('push_subscriptions: not adopted', v_n, 'no member, or keys/endpoint unusable (kept in nexus_adopt)');
+  VALUES ('push_subscriptions: not adopted', v_n, 'no member, keys/endpoint unusable, or an endpoint held twice '
+                                                   '(kept in nexus_adopt; counted in nexus_adopt.not_adopted)');
+  INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
+  SELECT 'push_subscriptions', 'no member (none, or a profile not adopted)', count(*) FROM adopt_push_all
+  WHERE NOT has_member
+  UNION ALL
+  SELECT 'push_subscriptions', 'keys or endpoint unusable', count(*) FROM adopt_push_all WHERE has_member AND NOT usable
+  UNION ALL
+  SELECT 'push_subscriptions', 'endpoint held by a newer subscription once trimmed',
+         (SELECT count(*) FROM adopt_push_all WHERE has_member AND usable) - (SELECT count(*) FROM adopt_push);
 
   -- notifications: history, never pushed now ----------------------------------
   ALTER TABLE public.notification_queue DISABLE TRIGGER notification_queue_fan_out;
   INSERT INTO public.notification_queue (id, recipient_id, type, title, message, payload, created_at, sent_at, read_at)
   SELECT o.id, o.recipient_id, m.type,
-         left(coalesce(nullif(btrim(o.title), ''), CASE m.type
+         pg_temp.adopt_clean(o.title, 200, left(CASE m.type
              WHEN 'ACADEMY_REQUEST' THEN 'Training requested'
              WHEN 'ACADEMY_ACCEPTED' THEN 'Your guide is ready'
              WHEN 'RESCUE_FLARE' THEN initcap(m.flare_type) || ' rescue flare'
              WHEN 'MENTION' THEN 'You were mentioned'
-             ELSE initcap(replace(lower(m.type), '_', ' ')) END), 200),
-         left(coalesce(o.message, ''), 1000),
+             ELSE coalesce(nullif(initcap(btrim(replace(lower(m.type), '_', ' '))), ''), 'Notification') END, 200)),
+         pg_temp.adopt_clean(o.message, 1000, ''),
          CASE WHEN jsonb_typeof(o.payload) = 'object' THEN o.payload
               WHEN o.payload IS NULL OR jsonb_typeof(o.payload) = 'null' THEN '{}'::jsonb
               ELSE jsonb_build_object('value', o.payload) END
@@ -282,8 +391,12 @@ BEGIN
   ALTER TABLE public.notification_queue ENABLE TRIGGER notification_queue_fan_out;
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
   VALUES ('notification_queue', v_n, 'history: not pushed; retention counts from now');
-  SELECT count(*) INTO v_n FROM nexus_adopt.notification_queue WHERE title IS NULL OR btrim(title) = '';
-  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('notification_queue: title derived from the type', v_n, '');
+  INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
+  SELECT 'notification_queue', 'recipient not adopted', count(*) FROM nexus_adopt.notification_queue o
+  WHERE NOT EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.recipient_id);
+  SELECT count(*) INTO v_n FROM nexus_adopt.notification_queue o JOIN public.notification_queue t ON t.id = o.id
+  WHERE t.title IS DISTINCT FROM o.title;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('notification_queue: title derived from the type', v_n, 'none, or blank once cleaned');
   SELECT count(*) INTO v_n FROM nexus_adopt.notification_queue WHERE payload IS NULL;
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('notification_queue: payload NULL -> {}', v_n, '');
   SELECT count(*) INTO v_n FROM nexus_adopt.notification_queue WHERE sent_at IS NULL AND read_at IS NULL;
@@ -294,7 +407,7 @@ BEGIN
   INSERT INTO public.flares (id, sender_id, flare_type, location, status, created_at)
   SELECT o.id, (SELECT p.id FROM public.profiles p WHERE p.id = o.sender_id),
          CASE WHEN upper(btrim(o.type)) IN ('MEDICAL', 'COMBAT') THEN upper(btrim(o.type)) ELSE 'MEDICAL' END,
-         left(coalesce(nullif(btrim(o.location), ''), 'unknown'), 200),
+         pg_temp.adopt_clean(o.location, 200, 'unknown'),
          CASE WHEN upper(btrim(o.status)) = 'RESOLVED' THEN 'RESOLVED' ELSE 'ACTIVE' END,
          coalesce(o.created_at, now())
   FROM nexus_adopt.flares o;
@@ -302,19 +415,35 @@ BEGIN
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('flares', v_n, 'type -> flare_type');
   SELECT count(*) INTO v_n FROM public.flares f JOIN nexus_adopt.flares o ON o.id = f.id WHERE f.sender_id IS NULL;
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('flares: no sender', v_n, 'kept, as the sender is gone');
+  SELECT count(*) INTO v_n FROM public.flares f JOIN nexus_adopt.flares o ON o.id = f.id
+  WHERE f.location IS DISTINCT FROM o.location;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('flares: location cleaned', v_n, 'the text rules; blank once cleaned -> unknown');
 
   -- academy ---------------------------------------------------------------------
+  -- Our names are unique (and at most 120 characters): a name several skills
+  -- hold once cleaned and cut (any case) is numbered, oldest first, until
+  -- none is held twice.
+  CREATE TEMP TABLE adopt_skills ON COMMIT DROP AS
+  SELECT o.id, pg_temp.adopt_clean(o.name, 120, 'Skill') AS base, o.description,
+         coalesce(o.created_at, now()) AS created_at, 1 AS n, NULL::text AS name
+  FROM nexus_adopt.skills o;
+  UPDATE adopt_skills SET name = base;
+  LOOP
+    WITH d AS (SELECT id, row_number() OVER (PARTITION BY lower(name) ORDER BY created_at, id) AS nth FROM adopt_skills)
+    UPDATE adopt_skills a SET n = a.n + d.nth - 1,
+                              name = left(a.base, 117 - char_length((a.n + d.nth - 1)::text))
+                                     || ' (' || (a.n + d.nth - 1) || ')'
+    FROM d WHERE d.id = a.id AND d.nth > 1;
+    EXIT WHEN NOT FOUND;
+  END LOOP;
   INSERT INTO public.skills (id, name, description, created_at)
-  SELECT s.id,
-         CASE WHEN s.n = 1 THEN s.name ELSE left(s.name, 110) || ' (' || s.n || ')' END,
-         left(coalesce(s.description, ''), 2000), s.created_at
-  FROM (SELECT o.id, left(coalesce(nullif(btrim(o.name), ''), 'Skill'), 120) AS name, o.description,
-               coalesce(o.created_at, now()) AS created_at,
-               row_number() OVER (PARTITION BY lower(coalesce(nullif(btrim(o.name), ''), 'Skill'))
-                                  ORDER BY o.created_at, o.id) AS n
-        FROM nexus_adopt.skills o) s;
+  SELECT id, name, pg_temp.adopt_clean(description, 2000, ''), created_at FROM adopt_skills;
   GET DIAGNOSTICS v_n = ROW_COUNT;
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('skills', v_n, 'a name several skills held is numbered');
+  SELECT count(*) INTO v_n FROM adopt_skills WHERE n > 1;
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('skills: name numbered', v_n, 'held by an older skill once cleaned and cut to 120 characters');
 
   INSERT INTO public.certifications (user_id, skill_id, created_at)
   SELECT o.user_id, o.skill_id, coalesce(o.certified_at, now())
@@ -323,6 +452,9 @@ BEGIN
     AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id);
   GET DIAGNOSTICS v_n = ROW_COUNT;
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('certifications', v_n, 'certified_at -> created_at');
+  INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
+  SELECT 'certifications', 'member not adopted', count(*) FROM nexus_adopt.certifications o
+  WHERE NOT EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id);
 
   CREATE TEMP TABLE adopt_requests ON COMMIT DROP AS
   SELECT o.id, o.cadet_id, o.skill_id, o.status::text AS old_status,
@@ -347,6 +479,9 @@ BEGIN
   FROM adopt_requests;
   GET DIAGNOSTICS v_n = ROW_COUNT;
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('instruction_requests', v_n, 'requests adopted');
+  INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
+  SELECT 'instruction_requests', 'cadet not adopted', count(*) FROM nexus_adopt.instruction_requests o
+  WHERE NOT EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.cadet_id);
   SELECT count(*) INTO v_n FROM adopt_requests WHERE old_status = 'ACTIVE';
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
   VALUES ('instruction_requests: ACTIVE -> COMPLETED', v_n, 'closed now, guide kept, old sim pod id cleared');
@@ -362,7 +497,7 @@ BEGIN
                                      joined_at, left_at, left_reason, last_event_at)
   SELECT o.room_name, o.participant_identity, coalesce(nullif(o.participant_sid, ''), 'adopted-' || o.id::text),
          CASE WHEN jsonb_typeof(o.participant_metadata) = 'object' THEN o.participant_metadata ELSE '{}'::jsonb END,
-         o.user_id, coalesce(o.joined_at, now()),
+         (SELECT p.id FROM public.profiles p WHERE p.id = o.user_id), coalesce(o.joined_at, now()),
          greatest(coalesce(o.left_at, now()), coalesce(o.joined_at, now())),
          CASE WHEN o.left_at IS NULL THEN 'closed_at_adoption' ELSE 'adopted_history' END,
          greatest(coalesce(o.left_at, now()), coalesce(o.joined_at, now()))
@@ -370,6 +505,9 @@ BEGIN
   ON CONFLICT ON CONSTRAINT voice_presence_session_key DO NOTHING;
   GET DIAGNOSTICS v_n = ROW_COUNT;
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_presence', v_n, 'all closed history');
+  INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
+  SELECT 'voice_presence', 'conflict: the same room and session id as a row adopted',
+         (SELECT count(*) FROM nexus_adopt.voice_presence) - v_n;
   SELECT count(*) INTO v_n FROM nexus_adopt.voice_presence WHERE left_at IS NULL;
   INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('voice_presence: open rows closed', v_n, 'left_reason closed_at_adoption');
 
@@ -432,26 +570,105 @@ BEGIN
     INSERT INTO nexus_adopt.conversions (step, rows, detail)
     VALUES ('policy ' || r.schemaname || '.' || r.tablename || '.' || r.policyname || ' -> ours', 1, '');
   END LOOP;
+
+  -- their tables left in public: closed to anon and to guests ------------------
+  -- Their policies test auth.role() = 'authenticated', which a guest (an
+  -- anonymous sign-in) passes too, and tables without row level security let
+  -- anon read and write. Anon loses every privilege on them; guests meet a
+  -- restrictive policy as on ours; a table without row level security gets it,
+  -- with a policy that leaves members (authenticated, not guests) what they had.
+  FOR r IN
+    SELECT format('%I.%I', n.nspname, c.relname) AS tbl, c.relkind, c.relrowsecurity
+    FROM nexus_adopt.foreign_objects f
+    JOIN pg_class c ON c.oid = to_regclass(f.name) JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE f.kind = 'table' AND n.nspname = 'public'
+    ORDER BY 1
+  LOOP
+    EXECUTE format('REVOKE ALL ON %s FROM anon', r.tbl);
+    IF r.relkind IN ('r', 'p') THEN
+      IF NOT r.relrowsecurity THEN
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', r.tbl);
+        EXECUTE format('CREATE POLICY nexus_adopt_members_as_before ON %s AS PERMISSIVE FOR ALL TO authenticated '
+                       'USING (true) WITH CHECK (true)', r.tbl);
+      END IF;
+      EXECUTE format('CREATE POLICY nexus_adopt_guests_none ON %s AS RESTRICTIVE FOR ALL TO authenticated '
+                     'USING (coalesce((SELECT auth.jwt()) -> %L, %L::jsonb) = %L::jsonb) '
+                     'WITH CHECK (coalesce((SELECT auth.jwt()) -> %L, %L::jsonb) = %L::jsonb)',
+                     r.tbl, 'is_anonymous', 'false', 'false', 'is_anonymous', 'false', 'false');
+      INSERT INTO nexus_adopt.conversions (step, rows, detail)
+      VALUES ('closed to anon and guests: ' || r.tbl, 0,
+              CASE WHEN r.relrowsecurity THEN 'anon privileges revoked; guests refused by a restrictive policy'
+                   ELSE 'anon privileges revoked; row level security on: members keep every row, guests none' END);
+    ELSE
+      EXECUTE format('REVOKE ALL ON %s FROM authenticated', r.tbl);
+      INSERT INTO nexus_adopt.conversions (step, rows, detail)
+      VALUES ('closed to anon and guests: ' || r.tbl, 0, 'a view has no row level security: anon and authenticated revoked');
+    END IF;
+  END LOOP;
+
+  -- Nothing set aside goes uncounted: a row without a row of ours that no
+  -- reason above explains is counted as such.
+  CREATE TEMP TABLE adopt_missing (tbl text PRIMARY KEY, missing bigint NOT NULL) ON COMMIT DROP;
+  FOREACH v_join IN ARRAY ARRAY['profiles', 'voice_nets', 'voice_net_bridges', 'notification_queue', 'flares',
+                                'skills', 'instruction_requests'] LOOP
+    EXECUTE format('INSERT INTO adopt_missing SELECT %L, count(*) FROM nexus_adopt.%I o '
+                   'WHERE NOT EXISTS (SELECT 1 FROM public.%I t WHERE t.id = o.id)', v_join, v_join, v_join);
+  END LOOP;
+  INSERT INTO adopt_missing
+  SELECT 'push_subscriptions', count(*) FROM nexus_adopt.push_subscriptions o
+  WHERE NOT EXISTS (SELECT 1 FROM public.push_subscriptions t
+                    WHERE t.endpoint = btrim(o.endpoint, E' \t\r\n') AND t.user_id = o.user_id
+                      AND t.created_at = coalesce(o.created_at, t.created_at))
+  UNION ALL SELECT 'certifications', count(*) FROM nexus_adopt.certifications o
+  WHERE NOT EXISTS (SELECT 1 FROM public.certifications t WHERE t.user_id = o.user_id AND t.skill_id = o.skill_id)
+  UNION ALL SELECT 'voice_presence', count(*) FROM nexus_adopt.voice_presence o
+  WHERE NOT EXISTS (SELECT 1 FROM public.voice_presence t WHERE t.room_name = o.room_name
+                      AND t.participant_sid = coalesce(nullif(o.participant_sid, ''), 'adopted-' || o.id::text));
+  INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
+  SELECT m.tbl, 'not explained by any reason above', m.missing - coalesce(e.rows, 0)
+  FROM adopt_missing m
+  LEFT JOIN (SELECT tbl, sum(rows) AS rows FROM nexus_adopt.not_adopted GROUP BY tbl) e ON e.tbl = m.tbl
+  WHERE m.missing > coalesce(e.rows, 0);
+  DELETE FROM nexus_adopt.not_adopted WHERE rows = 0;
 END
 $$;
 
 -- Every member signed up has a profile (anonymous sign-ins are not members).
--- On an empty database there is nobody to add.
+-- On an empty database there is nobody to add. A sign-up during the cutover
+-- window (the predecessor's trigger gone, ours not yet there) gets what our
+-- sign-up gives: a vagrant profile, its callsign left out when it breaks the
+-- text rules or another member (or an older such sign-up) holds it.
 DO $$
 DECLARE
   v_n bigint;
+  v_m bigint;
 BEGIN
-  INSERT INTO public.profiles (id, callsign)
-  SELECT u.id, nullif(btrim(regexp_replace(left(coalesce(u.raw_user_meta_data ->> 'callsign', ''), 64),
-                                           '[[:cntrl:]]+', ' ', 'g')), '')
+  CREATE TEMP TABLE adopt_signups ON COMMIT DROP AS
+  SELECT u.id, u.created_at,
+         nullif(btrim(regexp_replace(left(coalesce(u.raw_user_meta_data ->> 'callsign', ''), 64),
+                                     '[[:cntrl:]]+', ' ', 'g')), '') AS asked,
+         NULL::text AS callsign
   FROM auth.users u
   WHERE NOT EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = u.id)
-    AND NOT coalesce((to_jsonb(u) ->> 'is_anonymous')::boolean, false)
+    AND NOT coalesce((to_jsonb(u) ->> 'is_anonymous')::boolean, false);
+  UPDATE adopt_signups s SET callsign = s.asked
+  FROM (SELECT id, row_number() OVER (PARTITION BY public.callsign_key(asked) ORDER BY created_at, id) AS nth
+        FROM adopt_signups WHERE asked IS NOT NULL AND public.text_is_shown_plainly(asked)) d
+  WHERE d.id = s.id AND d.nth = 1
+    AND NOT EXISTS (SELECT 1 FROM public.profiles p
+                    WHERE p.callsign IS NOT NULL AND public.callsign_key(p.callsign) = public.callsign_key(s.asked));
+  INSERT INTO public.profiles (id, callsign)
+  SELECT id, callsign FROM adopt_signups
   ON CONFLICT (id) DO NOTHING;
   GET DIAGNOSTICS v_n = ROW_COUNT;
+  SELECT count(*) INTO v_m FROM adopt_signups WHERE asked IS NOT NULL AND callsign IS NULL;
   IF to_regclass('nexus_adopt.conversions') IS NOT NULL THEN
     INSERT INTO nexus_adopt.conversions (step, rows, detail)
     VALUES ('profiles: auth users without one get a vagrant profile', v_n, 'anonymous sign-ins excepted')
+    ON CONFLICT (step) DO NOTHING;
+    INSERT INTO nexus_adopt.conversions (step, rows, detail)
+    VALUES ('profiles: sign-ups in the window: callsign left out', v_m,
+            'it broke the text rules, or a member (or an older sign-up) holds it, as our sign-up does')
     ON CONFLICT (step) DO NOTHING;
   END IF;
 END

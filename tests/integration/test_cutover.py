@@ -109,7 +109,12 @@ def test_plan_prints_everything_and_changes_nothing(db, capsys):
     assert "20251208000000_adopt_predecessor_set_aside.sql" in out
     assert "voice_net_bridges: self-bridge removed" in out and "voice_presence: open rows closed" in out
     assert "rows closed, cancelled, cleared or left behind" in out
-    assert "ranks above scout that members may have set themselves (4)" in out
+    assert "powers held until an operator confirms them (7)" in out
+    assert "rows not adopted (6), kept in nexus_adopt" in out
+    assert "1  profiles: no auth user (nobody can sign in as it)" in out
+    assert "1  push_subscriptions: endpoint held by a newer subscription once trimmed" in out
+    assert "the predecessor's guests, now vagrants without a callsign (2)" in out
+    assert "guest_expires_at 2025-01-04" in out
     assert "table public.squads" in out and "WARN   foreign  public.player_status" in out
     assert "plan: nothing was changed" in out
 
@@ -151,15 +156,18 @@ def test_adopt_takes_its_snapshot_then_repairs_migrates_and_verifies(db, tmp_pat
     assert "TABLE DATA public profiles" in listing and "TABLE DATA supabase_migrations schema_migrations" in listing
 
 
-def test_adopt_stopped_half_way_finishes_when_run_again(db, tmp_path, capsys, reference):
+def test_adopt_of_a_chain_cut_short_changes_nothing_and_the_whole_one_finishes(db, tmp_path, capsys, reference):
+    # The adoption is one transaction (issue 24): never half set aside.
     predecessor.build(db)
+    before = _state(db)
     work = _partial(tmp_path, 5)
-    assert main(["adopt", "--url", db, "--snapshot-taken", "--dir", str(work / "supabase" / "migrations")]) in (0, 1)
-    capsys.readouterr()
+    assert main(["adopt", "--url", db, "--snapshot-taken", "--dir", str(work / "supabase" / "migrations")]) == 1
+    assert "stop before 20251220000100" in capsys.readouterr().err
+    assert _state(db) == before
     code = main(["adopt", "--url", db, "--snapshot-taken"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "history: 0 predecessor version(s)" in out
+    assert "history: 14 predecessor version(s)" in out
     assert report(db, reference_url=reference).differences == []
 
 
@@ -178,23 +186,39 @@ def test_cli_pushes_our_chain_to_an_empty_database(db, supabase_cli, reference, 
     assert r.returncode == 0 and all(a == b for a, b in _listed(r.stdout)), r.stdout
 
 
-def test_cli_pushes_to_a_predecessor_database_after_the_history_repair(db, supabase_cli, reference, capsys, env,
-                                                                       tmp_path):
+def test_cli_push_refuses_a_predecessor_database_and_nexus_adopt_then_takes_it_over(db, supabase_cli, reference,
+                                                                                   capsys, env, tmp_path):
     old = predecessor.build(db)
+    before = _state(db)
     refused = cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes")
     assert refused.returncode != 0
     assert "20240101" in refused.stdout + refused.stderr  # the remote versions it does not know
     assert len(_versions(db)) == 14
 
-    assert main(["adopt", "--repair-history-only", "--url", db]) == 0
-    assert "14 predecessor version(s) marked reverted" in capsys.readouterr().out
+    # Even with the history repaired the CLI's way, the push (one transaction per file)
+    # is refused by the set-aside, and nothing changes (issue 24).
+    versions = [v for v in _versions(db)]
+    r = cli(supabase_cli, "migration", "repair", "--status", "reverted", *versions, "--db-url", _cli_url(db))
+    assert r.returncode == 0, r.stderr
+    r = cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes")
+    assert r.returncode != 0 and "one file at a time" in r.stdout + r.stderr, r.stderr
+    after = _state(db)
+    assert after[0] == before[0]  # the catalog as it was
+    assert after[1][0][:2] == before[1][0][:2] and after[1][0][3] is True  # profiles, nets; no nexus_adopt
+    assert main(["adopt", "--repair-history-only", "--url", db]) == 2
+    capsys.readouterr()
+
+    assert main(["adopt", "--url", db, "--snapshot-taken"]) == 0
+    capsys.readouterr()
+    # from now on the CLI pushes what follows: nothing to push
     r = cli(supabase_cli, "db", "push", "--db-url", _cli_url(db), "--yes")
     assert r.returncode == 0, r.stderr
     assert report(db, reference_url=reference).differences == []
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT roles FROM public.profiles WHERE id = %s", (old["brig"],)).fetchone() == (
             ["brigged"],)
-        assert conn.execute("SELECT count(*) FROM nexus_adopt.reverted_history").fetchone() == (14,)
+        # the CLI's repair removed the predecessor's history rows before the set-aside could keep them
+        assert conn.execute("SELECT count(*) FROM nexus_adopt.reverted_history").fetchone() == (0,)
     r = cli(supabase_cli, "migration", "list", "--db-url", _cli_url(db))
     assert r.returncode == 0 and all(a == b for a, b in _listed(r.stdout)), r.stdout
     contract = _health_contract(env, db, tmp_path)

@@ -5,13 +5,13 @@ already has guests' profiles and colliding callsigns."""
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 
 import psycopg
 import pytest
 
 from nexus import migrate
+from tests import support
 
 
 def profile(sql, user_id: str):
@@ -54,19 +54,10 @@ def test_other_updates_of_a_full_account_leave_its_profile_alone(sql):
 # --- the migrations on a database that has lived before them --------------------
 
 @pytest.fixture
-def lived_in(pg, tmp_path):
+def lived_in(pg):
     """A database migrated up to just before the guests migrations, with data."""
-    earlier = tmp_path / "earlier"
-    earlier.mkdir()
-    for m in migrate.discover():
-        if m.version < "20251216000000":
-            shutil.copy(m.path, earlier / m.path.name)
-    name = f"lived_{uuid.uuid4().hex[:10]}"
-    url = pg.create_database(name)
-    migrate.apply_shim(url)
-    migrate.migrate(url, earlier, log=lambda *_: None)
-    yield url
-    pg.drop_database(name)
+    with support.migrated_database(pg, "lived", before="20251216000000") as url:
+        yield url
 
 
 def _user(conn, callsign: str | None, *, guest: bool = False, created: str = "2025-01-01") -> str:

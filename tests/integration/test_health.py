@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import jwt
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,10 @@ SERVICE_KEY = "sb_secret_test-service-role-key-0123456789"
 
 
 class _LiveKitRoot(QuietHandler):
+    requests: list[str] = []  # every GET this peer answered, by path
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        _LiveKitRoot.requests.append(self.path)
         self.reply(200, b"OK", "text/plain")
 
 
@@ -241,3 +245,147 @@ def test_hostile_authorization_is_never_5xx(health, value):
     # answer is a 4xx; an unsigned `role: service_role` token included.
     reply = get(health, headers={"authorization": value})
     assert reply.status in (401, 403), reply
+
+
+# -- issue 25: the caller's rank first, brigged founders out, LIVEKIT_URL never shown --------------
+
+class _Recording:
+    """The real transport, recording which SQL functions health calls (nothing is answered for it)."""
+
+    def __init__(self, url: str):
+        from shared import db
+
+        class Recording(db.PsycopgTransport):
+            calls: list[str] = []
+
+            def call(self, function, **args):
+                self.calls.append(function)
+                return super().call(function, **args)
+
+        self.transport = Recording(url)
+        self.calls = self.transport.calls
+
+    def __enter__(self):
+        from shared import db
+
+        db.set_database(self.transport)
+        return self
+
+    def __exit__(self, *exc):
+        from shared import db
+
+        db.set_database(None)
+
+
+# Given a member below founder, when they ask for health, then the only database work is the
+# rank lookup and LiveKit is not probed: the 403 comes before any check runs.
+@pytest.mark.parametrize("rank", ["vagrant", "scout", "voyager"])
+def test_below_founder_costs_only_the_rank_lookup(health, sql, base_env, rank):
+    member = sql.member(rank)
+    _LiveKitRoot.requests.clear()
+    with _Recording(base_env["DATABASE_URL"]) as db_calls:
+        reply = get(health, member.token())
+    assert reply.status == 403 and reply.json["error"] == "INSUFFICIENT_CLEARANCE", reply
+    assert len(db_calls.calls) == 1 and "health_snapshot" not in db_calls.calls, db_calls.calls
+    assert _LiveKitRoot.requests == []
+
+
+# A founder's rank is looked up first, then the checks run (and LiveKit is probed).
+def test_founder_rank_lookup_comes_before_the_checks(health, sql, base_env):
+    founder = sql.member("founder")
+    _LiveKitRoot.requests.clear()
+    with _Recording(base_env["DATABASE_URL"]) as db_calls:
+        reply = get(health, founder.token())
+    assert reply.status == 200, reply
+    assert db_calls.calls[1:] == ["health_snapshot"] and db_calls.calls[0] != "health_snapshot", db_calls.calls
+    assert _LiveKitRoot.requests == ["/"]
+
+
+# Given a founder or pioneer in the brig (in any spelling, even one written with triggers off),
+# when they ask for health, then 403 and no check runs.
+@pytest.mark.parametrize("rank,roles", [("founder", ["brigged"]), ("pioneer", ["Medic", "brigged"]),
+                                        ("pioneer", [" Brig\t"])])
+def test_brigged_founders_get_no_health(health, sql, base_env, rank, roles):
+    member = sql.member(rank)
+    with psycopg.connect(base_env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE public.profiles SET roles = %s WHERE id = %s", (roles, member.id))
+    _LiveKitRoot.requests.clear()
+    with _Recording(base_env["DATABASE_URL"]) as db_calls:
+        reply = get(health, member.token())
+    assert reply.status == 403 and reply.json["error"] == "FORBIDDEN", reply
+    assert "brig" in reply.json["message"]
+    assert len(db_calls.calls) == 1 and _LiveKitRoot.requests == []
+
+
+def health_with_livekit_url(health, env, url: str):
+    env.setenv("LIVEKIT_URL", url)
+    from shared import config
+
+    config.get_settings.cache_clear()
+    return get(health, SERVICE_KEY)
+
+
+# Given a production LIVEKIT_URL that would send room-admin tokens in clear (ws:// or http:// to a
+# host that is not loopback) or is no LiveKit URL at all, when health runs, then LiveKit is
+# reported as misconfigured by name (never by value), not probed, and the config part names it.
+@pytest.mark.parametrize("url", ["ws://livekit.example.invalid", "http://10.0.0.5:7880", "ftp://livekit.example.invalid",
+                                 "livekit.example.invalid:7880", "ws://127.0.0.1.example.invalid"])
+def test_insecure_livekit_url_is_a_configuration_error_in_health(health, env, sql, url):
+    reply = health_with_livekit_url(health, env, url)
+    assert reply.status == 200, reply
+    assert reply.json["livekit"]["ok"] is False and reply.json["livekit"]["error"] == "invalid configuration"
+    assert "LIVEKIT_URL" in reply.json["livekit"]["reason"]
+    assert reply.json["config"]["invalid"] == ["LIVEKIT_URL"] and reply.json["config"]["ok"] is False
+    assert "example.invalid" not in reply.raw.decode() and "10.0.0.5" not in reply.raw.decode()
+
+
+# Credentials in LIVEKIT_URL, whatever their shape (no port, spaces, '@' or ':' in the password,
+# non-ASCII, percent signs), are never in health's answer or its logs, and it never answers 500.
+_CREDENTIAL = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/?#[]\\"),
+                      min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user=_CREDENTIAL, password=st.one_of(st.none(), _CREDENTIAL),
+       scheme=st.sampled_from(["wss", "https", "ws", "http"]), host=st.sampled_from(["127.0.0.1", "localhost"]),
+       port=st.booleans(), tail=st.sampled_from(["", "/", "/rtc", "/rtc?access_token=Tq9tok"]))
+def test_livekit_url_credentials_never_shown_or_logged(health, env, sql, capsys, caplog, user, password, scheme, host,
+                                                       port, tail):
+    import logging
+
+    user, password = f"Uz7{user}", (None if password is None else f"Pw9{password}")
+    authority = f"{user}:{password}@" if password is not None else f"{user}@"
+    url = f"{scheme}://{authority}{host}{f':{closed_port()}' if port else ''}{tail}"
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        reply = health_with_livekit_url(health, env, url)
+    out = capsys.readouterr()
+    shown = reply.raw.decode() + out.out + out.err + caplog.text
+    assert reply.status == 200, reply
+    for secret in (user, password, "Tq9tok"):
+        if secret is not None:
+            assert secret not in shown, (url, shown)
+
+
+# Given a database the new migrations have not reached (no health_clearance yet), when members
+# ask, then health still judges them by the database's rank and brig: a founder gets the report
+# (saying the database is behind), a scout and a brigged founder are refused.
+def test_rank_check_on_a_database_behind_the_rank_lookup(health, env, pg):
+    from shared import config, db
+
+    with support.migrated_database(pg, "health_behind", before="20251221000000") as url:
+        own = support.Db(url)
+        founder, scout, brigged = own.member("founder"), own.member("scout"), own.member("pioneer", ["brigged"])
+        own.close()
+        env.setenv("DATABASE_URL", url)
+        config.get_settings.cache_clear()
+        db.set_database(None)
+
+        reply = get(health, founder.token())
+        assert reply.status == 200, reply
+        assert reply.json["contract"]["status"] == "behind"
+        assert get(health, scout.token()).json["error"] == "INSUFFICIENT_CLEARANCE"
+        assert get(health, brigged.token()).json["error"] == "FORBIDDEN"
+        db.set_database(None)  # its connections, before the database is dropped

@@ -129,6 +129,38 @@ def test_token_ttl_is_configurable(client, sql, env):
     assert claims["exp"] - claims["nbf"] == 120
 
 
+# By default a token lasts 10 minutes, as long as the ones LiveKit hands connected participants:
+# a token kept past a brig or a demotion buys little.
+def test_default_token_lifetime_is_ten_minutes(client, sql):
+    import jwt as pyjwt
+
+    reply = client.post({"roomName": sql.net()}, sql.member("scout").auth())
+    claims = pyjwt.decode(reply.json["token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["nbf"] == 600
+    assert reply.json["publishAfterJoinCheck"] is False
+
+
+# Given strict mode (LIVEKIT_PUBLISH_AFTER_JOIN_CHECK=true), when a scout who may talk asks for a
+# token on a net and its bridged net, then no token carries a publish or data right; the answer's
+# grants still say what the join check will grant, and publishAfterJoinCheck says to wait for it.
+def test_strict_mode_tokens_carry_no_publish_right(client, sql, env):
+    from shared import config
+
+    env.setenv("LIVEKIT_PUBLISH_AFTER_JOIN_CHECK", "true")
+    config.get_settings.cache_clear()
+    a, b = sql.net(tx="scout"), sql.net(tx="scout")
+    _bridge(sql, a, b)
+    reply = client.post({"roomName": a}, sql.member("scout").auth())
+    assert reply.status == 200, reply
+    assert reply.json["publishAfterJoinCheck"] is True
+    assert reply.json["grants"]["canPublish"] is True
+    for token in [reply.json["token"], *(x["token"] for x in reply.json["bridges"])]:
+        claims = verify_livekit(token)
+        assert (claims.video.can_publish, claims.video.can_publish_data, claims.video.can_subscribe) == \
+            (False, False, True)
+        assert not claims.video.can_publish_sources
+
+
 # --- bridged nets -----------------------------------------------------------
 
 def _bridge(sql, a: str, b: str) -> None:

@@ -280,6 +280,15 @@ MATRIX: dict[str, Table] = {
         update="last_error = 'matrix'",
         allowed=_service_only(),
     ),
+    "nexus_private.livekit_rights_versions": Table(
+        key=("subject",),
+        row=lambda a: (a.one("INSERT INTO nexus_private.livekit_rights_versions (subject, version) "
+                             "VALUES (%s, 1) RETURNING subject", (f"room:matrix-{uuid.uuid4().hex[:10]}",)),),
+        insert=lambda a: ("INSERT INTO nexus_private.livekit_rights_versions (subject, version) VALUES (%s, 1)",
+                          (f"room:matrix-{uuid.uuid4().hex[:10]}",)),
+        update="version = version + 1",
+        allowed=_service_only(),
+    ),
 }
 
 

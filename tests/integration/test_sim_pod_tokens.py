@@ -140,3 +140,25 @@ def test_pod_tokens_publish_the_microphone_only_and_name_the_member(token_client
     reply = token_client.post({"roomName": pod["room"], "participantName": "Guide"}, pod["cadet"].auth())
     claims = verify(reply.json["token"])
     assert claims.name == "Cadet Kay" and claims.video.can_publish_sources == ["microphone"]
+
+
+# Given strict mode, when a guide accepts (academy-accept mints their token) and the voyager guide
+# asks livekit-token for the pod, then neither token carries a publish or data right.
+def test_strict_mode_pod_tokens_carry_no_publish_right(env, sql):
+    from functions.academy.accept import app as accept_app
+    from functions.academy.request import app as request_app
+    from functions.livekit_token.app import app as token_app
+    from shared import config
+
+    env.setenv("LIVEKIT_PUBLISH_AFTER_JOIN_CHECK", "true")
+    config.get_settings.cache_clear()
+    skill = str(sql.one("INSERT INTO public.skills (name) VALUES (%s) RETURNING id", (f"Pod {uuid.uuid4().hex[:8]}",)))
+    cadet, guide = sql.member("scout"), sql.member("voyager")
+    sql.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (guide.id, skill))
+    rid = Client(request_app).post({"skillId": skill}, cadet.auth()).json["requestId"]
+    body = Client(accept_app).post({"requestId": rid}, guide.auth()).json
+    again = Client(token_app).post({"roomName": body["roomName"]}, guide.auth()).json
+    for token in (body["connectionTokens"][0]["token"], again["token"]):
+        video = verify(token).video
+        assert (video.room_join, video.can_subscribe, video.can_publish, video.can_publish_data) == \
+            (True, True, False, False)

@@ -3,12 +3,14 @@
 The shared cases (tests/text_cases.py) run against `public.text_is_shown_plainly`
 and `public.callsign_key` in databases of the embedded server's locale (C)
 and of the locales Supabase projects use (C.UTF-8, en_US.UTF-8; a locale the
-machine lacks is skipped). Then both sides are compared code point by code
-point: around every range boundary here, everywhere in the slow suite.
+machine lacks is skipped, and fails the run under CI=true: .ci/run generates
+it). Then both sides are compared code point by code point: around every
+range boundary here, everywhere in the slow suite.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import unicodedata
 
@@ -21,6 +23,32 @@ from tests.text_cases import SAME_CALLSIGN, SHOWN
 LOCALES = ("embedded", "C.UTF-8", "en_US.UTF-8")
 
 
+def create_locale_database(pg, locale: str) -> str:
+    """A new empty database of `locale` on the session cluster; its name. A locale the machine lacks
+    skips the caller, and fails it under CI=true (.ci/run generates en_US.UTF-8)."""
+    name = "text_rules_" + locale.replace(".", "_").replace("-", "").lower()
+    with psycopg.connect(pg.url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE '{locale}'")
+        except psycopg.Error as e:
+            missing = (f"this machine has no {locale} locale ({e.sqlstate}); on Debian: apt-get install "
+                       f"locales, then enable it in /etc/locale.gen and run locale-gen (.ci/run does)")
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                pytest.fail(f"{missing}: CI must run the locale cases")
+            pytest.skip(missing)
+    return name
+
+
+def test_a_missing_locale_is_a_skip_here_and_a_failure_under_ci(pg, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the locale cases"):
+        create_locale_database(pg, "xx_XX.UTF-8")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="no xx_XX.UTF-8 locale"):
+        create_locale_database(pg, "xx_XX.UTF-8")
+
+
 @pytest.fixture(scope="module", params=LOCALES)
 def db(request, pg, database_url):
     """A connection to a migrated database of one locale."""
@@ -30,13 +58,7 @@ def db(request, pg, database_url):
     if locale == "embedded":
         url = database_url
     else:
-        name = "text_rules_" + locale.replace(".", "_").replace("-", "").lower()
-        with psycopg.connect(pg.url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            try:
-                admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE '{locale}'")
-            except psycopg.Error as e:
-                pytest.skip(f"this machine has no {locale} locale ({e.sqlstate})")
+        name = create_locale_database(pg, locale)
         url = pg.url_for(name)
         prepare_local(url, log=lambda *_: None)
     with psycopg.connect(url, autocommit=True) as conn:

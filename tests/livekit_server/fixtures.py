@@ -55,7 +55,7 @@ class FunctionsServer:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="functions", daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # a guard against hanging only
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the functions gateway did not start")

@@ -33,11 +33,11 @@ def rooms(livekit, call: str, **request):
 
 
 async def published_sources(livekit, room: str, identity: str, *, until: list[str] | None = None) -> list[str]:
-    """The sources RoomService lists for `identity`'s tracks (asking again, for at most 10 s,
+    """The sources RoomService lists for `identity`'s tracks (asking again, for at most 60 s (a guard),
     until they are `until`: the server lists a track once its media arrives)."""
     from livekit.protocol.models import TrackSource
 
-    for _ in range(50):
+    for _ in range(300):
         answer = await rooms(livekit, "list_participants", room=room)
         found = [TrackSource.Name(t.source) for p in answer.participants if p.identity == identity for t in p.tracks]
         if until is None or found == until:

@@ -95,6 +95,8 @@ class Reply:
     trickle: float = 0.0
     trickle_in: str = "headers"
     trickle_for: float = 30.0
+    # set: answer only once this event is set (or the service stops), whatever the time
+    until: threading.Event | None = None
 
 
 class _Server(ThreadingHTTPServer):
@@ -193,6 +195,8 @@ class PushService(LoopbackServer):
             return reply
         if reply.delay:
             time.sleep(reply.delay)
+        while reply.until is not None and not reply.until.wait(0.1) and self._server is not None:
+            pass
         if self.latency:
             time.sleep(self.latency)
         if reply.status in (200, 201, 202):

@@ -12,6 +12,12 @@ upstream port and exposes `proxy.port` (a free one unless `listen_port` is given
   learns it only when it next sends (a reset), as when a NAT or a failover
   dropped it while the container was frozen.
 
+- `drop_requests_containing(marker)`: every client-to-server chunk holding
+  `marker` (until `stop_dropping()`) is not delivered and both sides are
+  closed: a sender's request (and each of its retries) never arrives whole,
+  as a delivery lost on the way. Used in front of the functions for LiveKit's
+  webhooks (tests/livekit_server/).
+
 `sent(marker)` counts client-to-server chunks holding `marker`: how often a
 statement actually went out. Threads are daemons and the listener stops on
 exit or after `lifetime` seconds.
@@ -55,6 +61,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._pairs: list[_Pair] = []
         self._drop_marker: bytes | None = None
+        self._drop_requests: bytes | None = None
+        self.requests_dropped = 0
         self._sent: list[bytes] = []
         self._stop = threading.Event()
         self._timer: threading.Timer | None = None
@@ -68,6 +76,12 @@ class TcpProxy:
 
     def drop_response_containing(self, marker: bytes) -> None:
         self._drop_marker = marker
+
+    def drop_requests_containing(self, marker: bytes) -> None:
+        self._drop_requests = marker
+
+    def stop_dropping(self) -> None:
+        self._drop_requests = None
 
     def hang_up(self) -> None:
         with self._lock:
@@ -136,6 +150,9 @@ class TcpProxy:
                     if s is pair.client:
                         with self._lock:
                             self._sent.append(data)
+                        if self._drop_requests is not None and self._drop_requests in data:
+                            self.requests_dropped += 1
+                            raise OSError("request dropped")
                         pair.server.sendall(data)
                     else:
                         marker = self._drop_marker

@@ -379,3 +379,35 @@ def test_plain_http_jwks_is_refused_in_production(client, target, env, setting):
     reply = ask(client, target, f"Bearer {target[0].token()}")
     assert reply.status == 500, reply
     assert reply.json == {"error": "INTERNAL", "message": "The service is not configured correctly."}
+
+
+# Given a production project whose JWKS holds signing keys while SUPABASE_JWT_SECRET is still set
+# (HS256 tokens keep passing), when the keys are fetched, then one structured warning says so,
+# naming the setting and never its value; dev, or a JWKS-only project, hears nothing.
+def _jwks_warnings(caplog) -> list:
+    return [r for r in caplog.records if r.name == "nexus.auth" and r.levelname == "WARNING"
+            and "SUPABASE_JWT_SECRET" in r.getMessage()]
+
+
+def test_signing_keys_and_a_legacy_secret_warn_outside_dev(client, target, jwks, es_key, clock, caplog):
+    member, _ = target
+    with caplog.at_level("WARNING", logger="nexus.auth"):
+        assert ask(client, target, f"Bearer {es_key.sign(claims(member.id))}").status == 200
+        clock.now += auth.JWKS_TTL_SECONDS + 1
+        assert ask(client, target, f"Bearer {es_key.sign(claims(member.id))}").status == 200
+    warned = _jwks_warnings(caplog)
+    assert len(warned) == 1, caplog.text
+    assert getattr(warned[0], "reason", None) == "hs256-secret-with-jwks"
+    assert support.JWT_SECRET not in caplog.text
+
+
+def test_no_warning_in_dev_or_without_the_secret(client, target, jwks, es_key, env, clock, caplog):
+    member, _ = target
+    for change in (lambda: env.setenv("NEXUS_ENV", "dev"),
+                   lambda: (env.setenv("NEXUS_ENV", "production"), env.delenv("SUPABASE_JWT_SECRET"))):
+        change()
+        reconfigure()
+        clock.now += auth.JWKS_REFETCH_MIN_SECONDS + 1
+        with caplog.at_level("WARNING", logger="nexus.auth"):
+            assert ask(client, target, f"Bearer {es_key.sign(claims(member.id))}").status == 200
+    assert _jwks_warnings(caplog) == []

@@ -204,3 +204,17 @@ def test_secret_parameters_name_where_a_secret_is_kept_and_refuse_a_pasted_value
     # at least one way to the database
     (assertion,) = T["Rules"]["DatabaseReachable"]["Assertions"]
     assert "Fn::Or" in assertion["Assert"]
+
+
+# The stack runs with NEXUS_ENV=production far from any loopback LiveKit: its LIVEKIT_URL must
+# be one the functions accept there (shared/config.py), refused at deploy rather than at the first call.
+def test_livekit_url_parameter_accepts_only_what_production_functions_accept():
+    import re
+
+    from shared.config import settings_from
+
+    pattern = re.compile(T["Parameters"]["LiveKitUrl"]["AllowedPattern"])
+    for url in ("wss://project.livekit.cloud", "https://livekit.example.com:7880", "ws://livekit.example.com",
+                "http://10.0.0.5:7880", "livekit.example.com"):
+        accepted = settings_from({"LIVEKIT_URL": url}).livekit_url_problem is None
+        assert bool(pattern.match(url)) is accepted, url

@@ -60,9 +60,10 @@ def rows(sql, room):
 
 
 def reconcile(**kw):
+    """The closing half of a run (discovery, which asks LiveKit about every room, is tested below)."""
     from functions.livekit_webhook import reconciler
 
-    return reconciler.run(**kw)
+    return reconciler.run(discovery=False, **kw)
 
 
 def leftover(deliver, room, at):
@@ -279,3 +280,34 @@ def test_reconciler_checks_of_rooms_closed_otherwise_are_purged(livekit, private
     db.call("livekit_webhook_jobs_purge")
     # Then the check is forgotten
     assert private_sql.execute("SELECT room_name FROM nexus_private.livekit_reconcile_checks") == []
+
+
+# Given LiveKit holding a brigged scout (publishing) and a recorder bot in a net, none of whose
+# participant_joined ever reached us, when the reconciler runs, then both get presence rows and
+# the scout is judged like any join: removed; the bot, not a member, is left alone.
+def test_participants_livekit_has_and_we_lack_are_recorded_and_judged(livekit, private_sql):
+    private_sql.execute("DELETE FROM nexus_private.livekit_access_jobs")
+    scout = private_sql.member("scout", ["brigged"])
+    room = private_sql.net()
+    livekit.add_participant(room, scout.id, sid="PA_scout", permission={
+        "can_subscribe": True, "can_publish": True, "can_publish_data": True, "can_publish_sources": ["MICROPHONE"]})
+    livekit.add_participant(room, "recorder-bot", sid="PA_bot")
+
+    summary = reconciler_run()
+
+    assert (summary["adopted"], summary["judged"]) == (2, 1)
+    assert livekit.participant(room, scout.id) is None and livekit.participant(room, "recorder-bot") is not None
+    found = private_sql.execute("SELECT participant_sid, user_id::text FROM public.voice_presence "
+                                "WHERE room_name = %s ORDER BY participant_sid", (room,))
+    assert found == [("PA_bot", None), ("PA_scout", scout.id)]
+    assert private_sql.one("SELECT count(*) FROM nexus_private.livekit_access_jobs WHERE room_name = %s",
+                           (room,)) == 0
+
+    # a second run finds nothing new
+    assert reconciler_run()["adopted"] == 0
+
+
+def reconciler_run():
+    from functions.livekit_webhook import reconciler
+
+    return reconciler.run()

@@ -61,3 +61,25 @@ def audit_rows(sql: support.Db, member_id: str) -> list[tuple]:
 
 def jobs_for(sql: support.Db, member_id: str) -> int:
     return sql.one("SELECT count(*) FROM nexus_private.livekit_access_jobs WHERE user_id = %s", (member_id,))
+
+
+def interposed_rooms(url: str, identity: str, *, before_write=None, after_write=None):
+    """The real RoomService client, with a step of the test's run once, just before (or just after)
+    the first UpdateParticipant for `identity`: how a change lands while a job is mid-write."""
+    from shared.livekit_rooms import RoomServiceClient
+
+    class Interposed(RoomServiceClient):
+        fired = False
+
+        def update_participant(self, room, who, **kwargs):
+            first = who == identity and not Interposed.fired
+            if first:
+                Interposed.fired = True
+                if before_write:
+                    before_write()
+            answer = super().update_participant(room, who, **kwargs)
+            if first and after_write:
+                after_write()
+            return answer
+
+    return Interposed(url, support.LIVEKIT_KEY, support.LIVEKIT_SECRET)

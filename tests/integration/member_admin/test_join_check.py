@@ -1,7 +1,8 @@
 """A join is checked too: participant_joined carries the permission the token
-granted; one that exceeds the member's current rights (a token minted before a
-brig or a demotion, or for a sim pod that ended) is corrected or removed before
-the webhook answers. LiveKit is the Twirp fake."""
+granted; one that differs from the member's current rights (a token minted before a
+brig or a demotion, or for a sim pod that ended; a strict-mode token without the
+publish right) is corrected or removed before the webhook answers. A member id
+without a profile (a deleted member) may not join. LiveKit is the Twirp fake."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ def hook(env, lk):
     return Client(app)
 
 
-def joined(lk, member, room: str, *, publish: bool, rank: str, sources=("MICROPHONE",)) -> dict:
+def joined(lk, member, room: str, *, publish: bool, rank: str, sources=("MICROPHONE",),
+           data: bool | None = None) -> dict:
     """The member is in LiveKit with a token's permission, and LiveKit sends participant_joined for it."""
     sid = f"PA_{uuid.uuid4().hex[:12]}"
-    perm = {"can_subscribe": True, "can_publish": publish, "can_publish_data": publish,
+    data = publish if data is None else data
+    perm = {"can_subscribe": True, "can_publish": publish, "can_publish_data": data,
             "can_publish_sources": list(sources) if publish else []}
     lk.add_participant(room, member.id, sid=sid, permission=perm,
                        metadata=json.dumps({"userId": member.id, "rank": rank}))
@@ -34,7 +37,7 @@ def joined(lk, member, room: str, *, publish: bool, rank: str, sources=("MICROPH
     event = ev.participant_event("participant_joined", room, f"RM_{room}", member.id, sid, now, now - 7200,
                                  metadata={"userId": member.id, "rank": rank})
     # protojson as the server writes it: camelCase, enum names
-    event["participant"]["permission"] = {"canSubscribe": True, "canPublish": publish, "canPublishData": publish,
+    event["participant"]["permission"] = {"canSubscribe": True, "canPublish": publish, "canPublishData": data,
                                           "canPublishSources": list(sources) if publish else []}
     return event
 
@@ -118,3 +121,47 @@ def test_a_join_to_correct_while_livekit_is_down_is_queued(hook, sql, lk):
     assert deliver(hook, event).status == 200
     assert sql.one("SELECT count(*) FROM nexus_private.livekit_access_jobs WHERE user_id = %s AND room_name = %s "
                    "AND status = 'pending'", (scout.id, net)) == 1
+
+
+# Given a member deleted after their token was minted (auth.users and so their profile gone), when
+# they join with the token they kept, then the webhook removes them: an identity without a profile
+# is judged as a member with no rights.
+def test_a_join_by_a_deleted_member_is_removed(hook, sql, lk):
+    scout = sql.member("scout")
+    net = sql.net()
+    sql.execute("DELETE FROM auth.users WHERE id = %s", (scout.id,))
+    assert deliver(hook, joined(lk, scout, net, publish=True, rank="scout")).status == 200
+    assert rights_in(lk, net, scout) is None
+
+
+# Given strict mode's token (no publish right) for a scout who may talk, when they join, then the
+# webhook grants them the microphone in place (the join check passed).
+def test_a_strict_mode_join_is_granted_publishing(hook, sql, lk):
+    scout = sql.member("scout")
+    net = sql.net(tx="scout")
+    assert deliver(hook, joined(lk, scout, net, publish=False, rank="scout")).status == 200
+    assert rights_in(lk, net, scout) == {"sid": lk.participant(net, scout.id).sid, "subscribe": True,
+                                         "publish": True, "data": True, "sources": ["MICROPHONE"], "rank": "scout"}
+
+
+# Bots and egress (identities that are not member ids) are still never judged.
+def test_a_join_by_an_identity_that_is_not_a_member_id_is_left_alone(hook, sql, lk):
+    net = sql.net()
+    lk.add_participant(net, "egress-recorder", sid="PA_egress")
+    event = ev.participant_event("participant_joined", net, f"RM_{net}", "egress-recorder", "PA_egress",
+                                 time.time(), time.time() - 7200)
+    assert deliver(hook, event).status == 200
+    assert lk.calls == []
+
+
+# Given a brigged scout whose member job a worker holds (processing), when they rejoin with an old
+# token, then the webhook still removes them at once: a join to judge never waits for the member's
+# other job (the claim skips a busy member for every other kind of job).
+def test_a_join_to_judge_is_applied_while_the_members_job_is_processing(hook, sql, lk):
+    scout = sql.member("scout", ["brigged"])
+    net = sql.net()
+    sql.execute("DELETE FROM nexus_private.livekit_access_jobs WHERE user_id = %s", (scout.id,))
+    sql.execute("INSERT INTO nexus_private.livekit_access_jobs (user_id, cause, status, locked_at, locked_by) "
+                "VALUES (%s, 'profile', 'processing', now(), 'w-busy')", (scout.id,))
+    assert deliver(hook, joined(lk, scout, net, publish=True, rank="scout")).status == 200
+    assert rights_in(lk, net, scout) is None

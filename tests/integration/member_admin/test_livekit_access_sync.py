@@ -7,6 +7,7 @@ fake; the real-server versions of these cases are in tests/integration/livekit/.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -118,36 +119,56 @@ def test_backoff_doubles_and_is_capped(sql, lk):
     assert waits == [5, 10, 20, 40, 60, 60]
 
 
-# Jobs applied late or out of order end in the same place: each brings LiveKit to the rights *now*.
-@pytest.mark.parametrize("order", ["promote job first", "demote job first"])
-def test_promote_then_demote_in_either_order_ends_demoted(sql, lk, order):
-    from shared.livekit_access import AccessSync
-    from shared.livekit_rooms import RoomServiceClient
+# Given a member whose job is processing, a second job for them is not handed out until the
+# first is reported: one worker writes one member's rights at a time.
+def test_a_member_whose_job_is_processing_is_not_claimed_again(sql, lk):
+    from shared import db
 
     vagrant = sql.member("vagrant")
     net = sql.net(tx="scout")
     connect(sql, lk, vagrant, net, publish=False)
     schedule()
-    rooms = RoomServiceClient(lk.url, support.LIVEKIT_KEY, support.LIVEKIT_SECRET)
 
-    def claim(worker: str) -> dict:
-        from shared import db
-
-        [job] = db.call("livekit_access_jobs_claim", p_worker=worker, p_limit=10, p_lease_seconds=60,
-                        p_job_ids=None)["jobs"]
-        return job
+    def claim(worker: str) -> list:
+        return db.call("livekit_access_jobs_claim", p_worker=worker, p_limit=10, p_lease_seconds=60,
+                       p_job_ids=None)["jobs"]
 
     sql.execute("UPDATE public.profiles SET rank = 'scout' WHERE id = %s", (vagrant.id,))
-    promote = claim("w-promote")    # a worker took the promotion's job and stalls
+    [promote] = claim("w-promote")    # a worker took the promotion's job and stalls
     sql.execute("UPDATE public.profiles SET rank = 'vagrant' WHERE id = %s", (vagrant.id,))
-    demote = claim("w-demote")
+    assert claim("w-demote") == []    # the demotion's job waits for it
 
-    jobs = [promote, demote] if order == "promote job first" else [demote, promote]
-    for job in jobs:
-        AccessSync(rooms)._apply(job, time.monotonic() + 5, Counter())
+    db.call("livekit_access_jobs_report", p_worker="w-promote", p_done=[promote["id"]], p_failed=[])
+    assert [j["userId"] for j in claim("w-demote")] == [vagrant.id]
 
-    assert rights_in(lk, net, vagrant) == {"sid": lk.participant(net, vagrant.id).sid, "subscribe": True,
+
+# Given a room job that read a voyager's rights, when a demotion is applied inline before (or
+# after) the room job writes what it read, then LiveKit ends at the demoted rights: the room
+# job's report sees the rights moved and re-applies them.
+@pytest.mark.parametrize("demotion", ["before the stale write", "after the stale write"])
+def test_a_stale_room_job_and_a_demotion_end_demoted(sql, lk, demotion):
+    from functions.member_admin.app import app
+    from shared.livekit_access import AccessSync
+    from tests.integration.member_admin.conftest import interposed_rooms
+    from tests.support import Client
+
+    founder, voyager = sql.member("founder"), sql.member("voyager")
+    net = sql.net(tx="founder")
+    connect(sql, lk, voyager, net, publish=False)
+    schedule()
+    sql.execute("UPDATE public.voice_nets SET min_rank_to_tx = 'scout' WHERE code = %s", (net,))  # a room job
+
+    def demote():
+        reply = Client(app).post({"userId": voyager.id, "rank": "vagrant", "reason": "test"}, founder.auth())
+        assert reply.status == 200 and reply.json["livekit"]["applied"], reply
+
+    step = {"before_write": demote} if demotion == "before the stale write" else {"after_write": demote}
+    summary = AccessSync(interposed_rooms(lk.url, voyager.id, **step)).run(deadline=time.monotonic() + 60)  # generous
+
+    assert summary.rechecks == 1
+    assert rights_in(lk, net, voyager) == {"sid": lk.participant(net, voyager.id).sid, "subscribe": True,
                                            "publish": False, "data": False, "sources": [], "rank": "vagrant"}
+    assert pending(sql) == []
 
 
 # Applying a job twice changes nothing the second time.
@@ -277,9 +298,10 @@ def test_two_dead_workers_on_one_member_do_not_wedge_the_queue(sql, lk):
     [first] = db.call("livekit_access_jobs_claim", p_worker="w-dies-1", p_limit=10, p_lease_seconds=60,
                       p_job_ids=None)["jobs"]
     sql.execute("UPDATE public.profiles SET rank = 'voyager' WHERE id = %s", (vagrant.id,))
-    [second] = db.call("livekit_access_jobs_claim", p_worker="w-dies-2", p_limit=10, p_lease_seconds=60,
-                       p_job_ids=None)["jobs"]
-    assert first["id"] != second["id"]
+    # two claims that raced (each saw the other's job still pending) both hold one of the member's jobs
+    second = sql.one("UPDATE nexus_private.livekit_access_jobs SET status = 'processing', locked_at = now(), "
+                     "locked_by = 'w-dies-2' WHERE status = 'pending' AND user_id = %s RETURNING id", (vagrant.id,))
+    assert first["id"] != second
     sql.execute("UPDATE nexus_private.livekit_access_jobs SET locked_at = now() - interval '5 minutes' "
                 "WHERE status = 'processing'")   # both workers died: their leases ran out
 
@@ -304,3 +326,90 @@ def test_a_brig_reaches_a_member_in_a_busy_room(sql, lk):
     summary = schedule()
     assert (summary["failed"], summary["removed"]) == (0, 1)
     assert rights_in(lk, net, scout) is None
+
+
+# Given a scout LiveKit lists in a room but voice_presence never recorded (the participant_joined
+# was lost, or not committed yet), when they are brigged, then the schedule still finds and removes
+# them: a member's job asks LiveKit which rooms it has, not only voice_presence.
+def test_a_brig_finds_a_session_voice_presence_never_recorded(sql, lk):
+    from tests.integration.member_admin.conftest import permission
+
+    scout = sql.member("scout")
+    net = sql.net()
+    lk.add_participant(net, scout.id, permission=permission(publish=True))
+    schedule()
+
+    sql.execute("UPDATE public.profiles SET roles = ARRAY['brigged'] WHERE id = %s", (scout.id,))
+    assert schedule()["removed"] == 1
+    assert rights_in(lk, net, scout) is None
+
+
+def _blocked_on_a_lock(sql, function: str) -> bool:
+    return bool(sql.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                        (f"%{function}%",)))
+
+
+def _interleaved(sql, own_database, member_id: str, call):
+    """Run `call` in a thread while another transaction holds an uncommitted enqueue for the
+    member; commit that enqueue once `call` waits on it. Returns call's answer (or raises its error)."""
+    import psycopg
+
+    out: dict = {}
+    with psycopg.connect(own_database) as other:
+        other.execute("SELECT nexus_private.livekit_access_enqueue(%s, NULL, 'profile')", (member_id,))
+        worker = threading.Thread(target=lambda: out.update(answer=_catch(call)))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not _blocked_on_a_lock(sql, "livekit_access_jobs_") and worker.is_alive():
+            assert time.monotonic() < deadline, "the call never waited on the enqueue"
+            time.sleep(0.02)
+        other.commit()
+        worker.join(30)
+    answer = out["answer"]
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
+def _catch(call):
+    try:
+        return call()
+    except BaseException as e:  # handed to the test's thread
+        return e
+
+
+# Given a job whose worker died (its lease ran out), when an enqueue for the same member commits
+# while the claim is bringing the job back (between its two statements), then the claim still
+# answers, and one job for the member is left: the one-pending index holds.
+def test_lease_recovery_with_an_enqueue_committing_meanwhile(sql, lk, own_database):
+    from shared import db
+
+    member = sql.member("scout")
+    sql.execute("DELETE FROM nexus_private.livekit_access_jobs")
+    sql.execute("SELECT nexus_private.livekit_access_enqueue(%s, NULL, 'profile')", (member.id,))
+    sql.execute("UPDATE nexus_private.livekit_access_jobs SET status = 'processing', locked_by = 'w-dead', "
+                "locked_at = now() - interval '5 minutes'")
+
+    answer = _interleaved(sql, own_database, member.id, lambda: db.call(
+        "livekit_access_jobs_claim", p_worker="w-next", p_limit=10, p_lease_seconds=60, p_job_ids=None))
+
+    assert [j["userId"] for j in answer["jobs"]] == [member.id]
+    assert sql.one("SELECT count(*) FROM nexus_private.livekit_access_jobs WHERE user_id = %s", (member.id,)) == 1
+
+
+# The same for a failed job handed back by its report while an enqueue commits.
+def test_failed_report_with_an_enqueue_committing_meanwhile(sql, lk, own_database):
+    from shared import db
+
+    member = sql.member("scout")
+    sql.execute("DELETE FROM nexus_private.livekit_access_jobs")
+    job = sql.one("SELECT nexus_private.livekit_access_enqueue(%s, NULL, 'profile')", (member.id,))
+    sql.execute("UPDATE nexus_private.livekit_access_jobs SET status = 'processing', locked_by = 'w-1', "
+                "locked_at = now()")
+
+    answer = _interleaved(sql, own_database, member.id, lambda: db.call(
+        "livekit_access_jobs_report", p_worker="w-1", p_done=[], p_failed=[job], p_error="LiveKit down"))
+
+    assert answer["failed"] == 0  # folded into the pending job that committed meanwhile
+    assert sql.execute("SELECT status FROM nexus_private.livekit_access_jobs WHERE user_id = %s",
+                       (member.id,)) == [("pending",)]
