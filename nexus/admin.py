@@ -6,6 +6,7 @@
   nexus admin certify USER SKILL
   nexus admin holds
   nexus admin hold confirm|decline USER --reason TEXT
+  nexus admin callsign USER CALLSIGN --reason TEXT
 
 Every command reads DATABASE_URL and calls the same SQL function the HTTP
 path does, so the rules, the audit row and the LiveKit access job are the
@@ -35,10 +36,17 @@ RANKS = ["vagrant", "scout", "voyager", "founder", "pioneer"]
 
 
 def _text(low: int, high: int):
-    """argparse type: text the audit can hold (its CHECKs: a label of 1-120, a reason of 1-500 characters)."""
+    """argparse type: text the audit can hold (its CHECKs: a label of 1-120, a reason of 1-500 characters,
+    following the text rules others are shown by: no control, format or separator characters)."""
     def check(value: str) -> str:
-        if not low <= len(value) <= high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high} characters, not {len(value)}")
+        from shared.text import problem
+
+        stripped = value.strip(" ")
+        if not low <= len(stripped) <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high} characters, not {len(stripped)}")
+        reason = problem(stripped)
+        if reason:
+            raise argparse.ArgumentTypeError(reason)
         return value
     return check
 
@@ -139,6 +147,14 @@ def cmd_hold(conn: Any, args: argparse.Namespace) -> int:
                          p_operator=args.as_name, p_reason=args.reason))
 
 
+def cmd_callsign(conn: Any, args: argparse.Namespace) -> int:
+    member = _member_id(conn, args.user)
+    if member is None:
+        return _finish({"error": "MEMBER_NOT_FOUND", "user": args.user})
+    return _finish(_call(conn, "admin_callsign_set", p_operator=args.as_name, p_member_id=member,
+                         p_callsign=args.callsign, p_reason=args.reason))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="nexus admin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,7 +204,19 @@ def main(argv: list[str]) -> int:
     p_hold.add_argument("--reason", required=True, type=_text(1, 500))
     p_hold.set_defaults(func=cmd_hold)
 
+    p_callsign = sub.add_parser("callsign", parents=[common],
+                                help="set a member's callsign, under the callsign rules (look-alikes refused)")
+    p_callsign.add_argument("user", help="member id or email")
+    p_callsign.add_argument("callsign", type=_text(1, 64))
+    p_callsign.add_argument("--reason", required=True, type=_text(1, 500))
+    p_callsign.set_defaults(func=cmd_callsign)
+
     args = parser.parse_args(argv)
-    args.as_name = args.as_name or (os.environ.get("USER") or getpass.getuser() or "operator")[:120]
+    if args.as_name is None:
+        label = (os.environ.get("USER") or getpass.getuser() or "operator")[:120]
+        try:
+            args.as_name = _text(1, 120)(label)
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"the operator label {label!r} from $USER: {e}; give --as")
     with _connect() as conn:
         return args.func(conn, args)

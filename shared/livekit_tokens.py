@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-import unicodedata
 from typing import Any
 
 import jwt
 
+from shared import text
 from shared.ranks import VoiceGrants
 
 # A voice app publishes the microphone and nothing else. LiveKit spells track
@@ -53,14 +53,17 @@ def sim_pod_room_config() -> dict[str, int]:
 def display_name(profile: dict[str, Any], user_id: str) -> str:
     """The name other participants see: the member's callsign, never a string the client sent.
 
-    Control and format characters (newlines, bidi overrides) are dropped and
-    whitespace collapsed; a member without a callsign shows as their rank and
-    the start of their id, which is their LiveKit identity anyway.
+    A callsign that breaks the text rules (one from before them, with a
+    control or bidi character) or that is grandfathered (it clashes with an
+    older member's, so it would show as theirs) is not shown: the member
+    shows as their rank and the start of their id, which is their LiveKit
+    identity anyway, and which no callsign may be (the database refuses it
+    as profiles_callsign_reserved).
     """
     raw = profile.get("callsign") or ""
-    printable = "".join(ch for ch in raw if ch.isspace() or unicodedata.category(ch)[0] != "C")
-    callsign = " ".join(printable.split())[:64]
-    return callsign or f"{str(profile.get('rank') or 'member').capitalize()} {user_id[:8]}"
+    if raw and not profile.get("callsign_grandfathered") and text.problem(raw) is None:
+        return text.shown_callsign(raw)
+    return f"{str(profile.get('rank') or 'member').capitalize()} {user_id[:8]}"
 
 
 def mint_participant_token(

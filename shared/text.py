@@ -19,10 +19,12 @@ tests/text_cases.py is the one set of cases run against Python and the
 database; tests/integration/test_text_rules.py also compares both around
 every range boundary (on every code point in the slow suite).
 
-Callsigns are also compared: two are the same callsign when their
-`callsign_key` is equal (default-ignorable characters removed, then NFKC,
-simple case folding and NFKC again: Unicode's NFKC_Casefold, with simple
-folding).
+Callsigns are also compared (`callsigns_clash`): two are the same callsign
+when their `callsign_key` is equal (what draws as nothing removed, NFKC,
+White_Space trimmed and collapsed to one space, then simple case folding and
+NFKC again: Unicode's NFKC_Casefold, with simple folding), and one passes for
+the other when their `callsign_skeleton_key` is equal (UTS #39's confusable
+skeleton of the unfolded text, then the same folding: shared/confusables.py).
 The folding is a frozen table (shared/casefold.py) rather than lower() or
 casefold(), whose results depend on the database's locale or the Python
 version.
@@ -178,18 +180,72 @@ class _Shown:
 ShownText = Annotated[str, _Shown()]
 
 
+# What callsign keys remove: every default-ignorable, and the blank braille
+# pattern, which draws as nothing but is neither.
+DRAWS_AS_NOTHING: Ranges = DEFAULT_IGNORABLE + ((0x2800, 0x2800),)
+# Unicode's White_Space, which keys trim and collapse to one U+0020.
+WHITE_SPACE: Ranges = (
+    (0x0009, 0x000D), (0x0020, 0x0020), (0x0085, 0x0085), (0x00A0, 0x00A0), (0x1680, 0x1680),
+    (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000),
+)
+_WHITE_SPACE = _characters(WHITE_SPACE)
+
+
+def _remove_what_draws_as_nothing(value: str) -> str:
+    global _REMOVE_IGNORABLE
+    if _REMOVE_IGNORABLE is None:
+        _REMOVE_IGNORABLE = dict.fromkeys(cp for lo, hi in DRAWS_AS_NOTHING for cp in range(lo, hi + 1))
+    return value.translate(_REMOVE_IGNORABLE)
+
+
+def _collapse(value: str) -> str:
+    return " ".join(w for w in "".join(" " if ch in _WHITE_SPACE else ch for ch in value).split(" ") if w)
+
+
+def shown_callsign(callsign: str) -> str:
+    """What LiveKit shows of a callsign (livekit_tokens.display_name): DRAWS_AS_NOTHING removed, White_Space
+    trimmed and collapsed, nothing normalised. Its key is the callsign's: two members shown alike hold
+    the same callsign, which the database refuses."""
+    return _collapse(_remove_what_draws_as_nothing(callsign))
+
+
+def callsign_clean(callsign: str) -> str:
+    """What a callsign shows, compared: DRAWS_AS_NOTHING removed, NFKC, White_Space trimmed and collapsed.
+
+    The database's `public.callsign_clean(text)` computes the same.
+    """
+    return _collapse(unicodedata.normalize("NFKC", _remove_what_draws_as_nothing(callsign)))
+
+
 def callsign_key(callsign: str) -> str:
-    """What two callsigns must differ in: DEFAULT_IGNORABLE removed, NFKC, simple case folding, NFKC.
+    """What two callsigns must differ in: `callsign_clean`, simple case folding, NFKC.
 
     The database's `public.callsign_key(text)` computes the same, and a
     unique index on it keeps callsigns distinct. No character's NFKC or
-    folding yields a default-ignorable, so the key of a key is itself.
+    folding yields what the cleaning removes, so the key of a key is itself.
     """
     from shared import casefold  # the table is only needed where callsigns are compared
 
-    global _REMOVE_IGNORABLE
-    if _REMOVE_IGNORABLE is None:
-        _REMOVE_IGNORABLE = dict.fromkeys(cp for lo, hi in DEFAULT_IGNORABLE for cp in range(lo, hi + 1))
-    seen = callsign.translate(_REMOVE_IGNORABLE)
-    folded = unicodedata.normalize("NFKC", seen).translate(casefold.table())
-    return unicodedata.normalize("NFKC", folded)
+    return unicodedata.normalize("NFKC", callsign_clean(callsign).translate(casefold.table()))
+
+
+def callsign_skeleton_key(callsign: str) -> str:
+    """What two callsigns must differ in to not pass for each other: the key of the cleaned text's skeleton.
+
+    The database's `public.callsign_skeleton_key(text)`; a second unique index.
+    """
+    from shared import confusables
+
+    return callsign_key(confusables.skeleton(callsign_clean(callsign)))
+
+
+def callsigns_clash(a: str, b: str) -> bool:
+    """The same callsign (equal keys), or one that passes for the other (equal skeleton keys)."""
+    return callsign_key(a) == callsign_key(b) or callsign_skeleton_key(a) == callsign_skeleton_key(b)
+
+
+def callsign_mixes_scripts(callsign: str) -> bool:
+    """A new callsign mixing scripts in a confusable way (`Воss`): refused, like a clash."""
+    from shared import confusables
+
+    return confusables.mixes_scripts_confusably(callsign_clean(callsign))

@@ -101,11 +101,67 @@ SAME_CALLSIGN: list[tuple[str, str, bool]] = [
     ("Ace", "\u202eAce", True),         # may carry them (refused in new text)
     ("Ace", "A\u00adce\U000e0041", True),
     ("Ace", "Ace\u0600", False),        # a format character that shows is kept
-    ("Ace", "Ace ", False),
+    ("Ace", "Ace ", True),              # White_Space is trimmed (issue 24)
+    ("Ace", "\u3000Ace\u1680", True),
+    ("Ace", "Ace\u2800", True),         # the blank braille pattern draws as nothing
+    ("A ce", "A   ce", True),           # and collapsed
+    ("A ce", "Ace", False),
     ("Ace", "Ac3", False),
     ("Ace", "Асе", False),               # Cyrillic look-alikes are other letters
     ("İstanbul", "istanbul", False),     # dotted capital I has no simple folding
     ("ꭰ", "Ꭰ", True),                    # Cherokee folds to upper case
     ("Ꮿ", "ꮿ", True),
     ("𐐀", "𐐨", True),                    # Deseret, beyond the BMP
+]
+
+# (held, wanted, verdict): may a member take `wanted` while another holds
+# `held`? "same": the same callsign (equal callsign_key; the database answers
+# unique_violation, PostgREST 409); "lookalike": passes for it (equal
+# callsign_skeleton_key, UTS #39 confusables; check violation
+# profiles_callsign_lookalike, PostgREST 400); None: it may.
+CALLSIGN_CLASHES: list[tuple[str, str, str | None]] = [
+    ("Bill", "BILL", "same"),
+    ("Bill", "BiII", "lookalike"),        # capital I for l
+    ("Bill", "Bi11", "lookalike"),        # digit one for l
+    ("Boss", "Воss", "lookalike"),        # Cyrillic В and о
+    ("Ace", "Асе", "lookalike"),          # all Cyrillic
+    ("Boss", "Boss ", "same"),            # White_Space trimmed...
+    ("Boss", " Boss", "same"),
+    ("Boss", "Boss\u1680", "same"),       # ...of any kind
+    ("Boss", "\u3000Boss", "same"),
+    ("Boss", "Boss\u2800", "same"),       # the blank braille pattern draws as nothing
+    ("Boss", "Bo\u2800ss", "same"),
+    ("Boss", "Boss\u3164", "same"),       # Hangul fillers too
+    ("Boss", "Boss\uffa0", "same"),
+    ("Boss", "Boss\u115f", "same"),
+    ("Bo ss", "Bo  ss", "same"),          # ...and collapsed
+    ("Bo ss", "Bo\u00a0ss", "same"),
+    ("Bo ss", "Bo \u2800 ss", "same"),
+    ("Tom", "Torn", "lookalike"),         # rn for m
+    ("Boss", "Bo ss", None),
+    ("BILL", "BiII", None),               # B-I-L-L and B-i-I-I do not look alike
+    ("Bill", "Bil", None),
+    ("Ace", "Ace 名前", None),
+    ("Стрелок", "Стрелок 2", None),
+]
+
+# (new callsign, mixes scripts in a confusable way): refused as
+# profiles_callsign_mixed_scripts even when nobody holds a look-alike.
+MIXED_SCRIPTS: list[tuple[str, bool]] = [
+    ("Воss", True),            # Cyrillic В, о beside Latin s: passes for Latin
+    ("abсd", True),            # one Cyrillic с
+    ("Ѕсоtt", True),
+    ("ΑBC", True),             # Greek Alpha
+    ("Ꭰace", True),            # Cherokee A
+    ("Boss", False),
+    ("Bi11", False),           # digits are Common: Latin alone
+    ("Стрелок", False),
+    ("ΑΒΓ", False),
+    ("名前", False),
+    ("Ace 名前", False),        # mixed, but passes for no single script
+    ("Ace Стрелок", False),
+    ("Ωmega", False),
+    ("🚀 Rocket", False),
+    ("Ñandú", False),
+    ("Ace Ventura-2 ✈", False),
 ]

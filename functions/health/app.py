@@ -10,7 +10,7 @@ secret). Answers 200 with the parts below, or 503 UNAVAILABLE (same parts in
 - contract: migration versions applied in the database vs those shipped in
   this package (supabase/migrations/ travels in the Lambda bundle), and,
   when they agree, drift: a fingerprint of our objects per class (tables and
-  columns, RLS flags, policies, functions, grants to the API roles) computed
+  columns, RLS flags, policies, functions, grants to the API roles, triggers) computed
   in the same round trip, against the fingerprint of the shipped migrations
   (supabase/contract-fingerprint.json, written by `make package`). A
   difference is `status: drift`, `drift` naming the classes, overall
@@ -78,7 +78,8 @@ class ContractPart(_Part):
     # match: our objects are as the migrations build them; differs: see drift;
     # unchecked: no fingerprint shipped for these migrations, or versions differ.
     fingerprint: SkipJsonSchema[None] | Literal["match", "differs", "unchecked"] = None
-    drift: SkipJsonSchema[None] | list[Literal["tables", "rls", "policies", "functions", "grants"]] = None
+    drift: SkipJsonSchema[None] | list[Literal["tables", "rls", "policies", "functions", "grants",
+                                                "triggers"]] = None
     verify: SkipJsonSchema[None] | str = None
     reason: SkipJsonSchema[None] | str = None
     shipped: SkipJsonSchema[None] | int = None

@@ -30,7 +30,8 @@ from shared.http import JsonApp, Request, Response
 from shared.lambda_adapter import lambda_handler
 from shared.livekit_access import apply_now
 from shared.observability import count
-from shared.text_rules import NO_CONTROL, WHITESPACE, Stripped, TextRule
+from shared.text import ShownText
+from shared.text_rules import WHITESPACE, Stripped, TextRule
 
 Rank = Literal["vagrant", "scout", "voyager", "founder", "pioneer"]
 # 1-40 characters once stripped: a letter, then letters, digits, spaces, '_', '.' or '-'.
@@ -56,7 +57,8 @@ class MemberChange(BaseModel):
     rank: Rank | None = None
     addRoles: list[RoleName] = Field(default_factory=list, max_length=16)
     removeRoles: list[RoleName] = Field(default_factory=list, max_length=16)
-    reason: Annotated[str, Stripped(500), NO_CONTROL]
+    # The audit holds it and founders read it: the text rules others are shown by (issue 24).
+    reason: Annotated[ShownText, Stripped(500)]
 
     @model_validator(mode="after")
     def _something_to_change(self) -> "MemberChange":

@@ -118,8 +118,9 @@ def _table_probes(s: _Session, schema: str, table: str, kind: str, columns: list
     failed = []
     for op, sql in statements.items():
         _, err = s.attempt(sql, "service_role")
-        # an append-only table (its comment says so) must refuse the service role's update and delete
-        if append_only and op in ("update", "delete"):
+        # an append-only table (its comment says so) is written only by our SECURITY DEFINER
+        # functions: it must refuse the service role's insert, update and delete
+        if append_only and op in ("insert", "update", "delete"):
             if _sqlstate(err) != "42501":
                 failed.append(f"{op} (allowed on an append-only table)")
         elif err is not None:

@@ -68,6 +68,12 @@ def test_a_database_as_migrated_matches(health):
     ("ALTER FUNCTION public.health_snapshot(uuid, jsonb) SECURITY INVOKER", "functions"),
     ("ALTER TABLE public.profiles ADD COLUMN nickname text", "tables"),
     ("ALTER TABLE nexus_private.livekit_webhook_jobs ALTER COLUMN last_error SET DEFAULT 'none'", "tables"),
+    # the audit's guards (issue 24): a trigger dropped, disabled, or no longer ALWAYS
+    ("DROP TRIGGER admin_audit_no_truncate ON public.admin_audit", "triggers"),
+    ("ALTER TABLE public.admin_audit DISABLE TRIGGER admin_audit_append_only", "triggers"),
+    ("ALTER TABLE public.admin_audit ENABLE TRIGGER admin_audit_append_only", "triggers"),
+    ("ALTER TABLE auth.users DISABLE TRIGGER on_auth_user_created", "triggers"),
+    ("GRANT INSERT ON public.admin_audit TO service_role", "grants"),
 ])
 def test_a_change_by_hand_is_drift_naming_its_class(health, drift_db, change, cls):
     # Given a database at the shipped versions, when an object of ours is changed by hand...

@@ -262,10 +262,24 @@ def test_control_characters_in_a_callsign_do_not_reach_livekit(client, sql):
     assert verify_livekit(reply.json["token"]).name == f"Scout {me.id[:8]}"
 
 
-def test_a_callsign_from_before_the_text_rules_is_cleaned_for_livekit():
+# A callsign from before the text rules is not shown at all (issue 24): cleaned,
+# "Ace\x01" would show as "Ace", exactly like another member's "Ace".
+def test_a_callsign_from_before_the_text_rules_is_not_shown_in_livekit():
     from shared.livekit_tokens import display_name
 
-    assert display_name({"callsign": "Ace\n\u202eeci\tAdmin", "rank": "scout"}, "x" * 36) == "Ace eci Admin"
+    assert display_name({"callsign": "Ace\n\u202eeci\tAdmin", "rank": "scout"}, "x" * 36) == "Scout xxxxxxxx"
+    assert display_name({"callsign": "Ace\x01", "rank": "scout"}, "x" * 36) == "Scout xxxxxxxx"
+
+
+# What LiveKit shows of a callsign: what draws as nothing removed, White_Space
+# trimmed and collapsed; a grandfathered one (it clashes with an older member's)
+# is not shown.
+def test_livekit_shows_a_callsign_as_compared():
+    from shared.livekit_tokens import display_name
+
+    assert display_name({"callsign": " Bo\u3000 \u2800ss\u1680", "rank": "scout"}, "x" * 36) == "Bo ss"
+    assert display_name({"callsign": "Boss ", "rank": "scout", "callsign_grandfathered": True},
+                        "x" * 36) == "Scout xxxxxxxx"
 
 
 def test_bridged_net_tokens_carry_the_same_name_and_sources(client, sql):

@@ -268,8 +268,8 @@ MATRIX: dict[str, Table] = {
                           "VALUES ('operator', 'matrix', 'member.change', %s, '{}', 'injected')", (a.owner,)),
         update="reason = 'rewritten'",
         # Founders and pioneers read the trail (`other` is a founder, the owner a scout, the row about
-        # the owner); the service role appends; nobody rewrites or removes it.
-        allowed={"other": "select", "service_role": "select insert"},
+        # the owner); only the definer functions append (issue 24); nobody rewrites or removes it.
+        allowed={"other": "select", "service_role": "select"},
     ),
     "nexus_private.livekit_access_jobs": Table(
         key=("id",),

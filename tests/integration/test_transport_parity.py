@@ -195,7 +195,8 @@ def test_both_transports_return_the_same_json(database_url, peer, sql):
         a = direct.call("livekit_token_context", p_user_id=member.id, p_room=room)
         b = rpc.call("livekit_token_context", p_user_id=member.id, p_room=room)
         assert a == b
-        assert a["profile"] == {"rank": "voyager", "roles": ["Rescue"], "callsign": member.callsign}
+        assert a["profile"] == {"rank": "voyager", "roles": ["Rescue"], "callsign": member.callsign,
+                            "callsign_grandfathered": False}
     finally:
         direct.close()
         rpc.close()

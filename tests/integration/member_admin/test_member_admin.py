@@ -245,6 +245,18 @@ def test_bad_bodies_are_400_with_field_details(client, sql, lk):
     assert audit_rows(sql, scout.id) == []
 
 
+# The audit holds the reason and founders read it (in psql too): the text rules
+# others are shown by (issue 24), so no terminal escape, bidi or zero-width character.
+@pytest.mark.parametrize("reason", ["ok\x1b[2J", "ok \u202eeci", "o\u200bk", "one\ntwo", "\u3000\u2800"], ids=repr)
+def test_a_reason_others_must_not_be_shown_is_400(client, sql, lk, reason):
+    founder, scout = sql.member("founder"), sql.member("scout")
+    reply = client.post({"userId": scout.id, "rank": "vagrant", "reason": reason}, founder.auth())
+    assert (reply.status, reply.json["error"]) == (400, "BAD_REQUEST"), reply
+    assert "reason" in json.dumps(reply.json["details"])
+    assert audit_rows(sql, scout.id) == []
+    assert sql.one("SELECT rank FROM public.profiles WHERE id = %s", (scout.id,)) == "scout"
+
+
 def test_no_token_is_401(client, sql, lk):
     reply = client.post({"userId": str(uuid.uuid4()), "rank": "scout", "reason": "x"},
                         {"content-type": "application/json"})
