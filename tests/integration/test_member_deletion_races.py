@@ -1,0 +1,76 @@
+"""Deleting a member while their own requests are in flight: the deletion holds its locks
+(an open transaction on another connection) while the function runs, then commits. The
+function must answer as for a member who is gone (an error envelope, never 500) and write
+nothing for them."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from tests.support import Client
+
+
+def _skill(sql) -> str:
+    return sql.one("INSERT INTO public.skills (name) VALUES (%s) RETURNING id::text", (f"Skill {uuid.uuid4().hex[:8]}",))
+
+
+def _while_deleting(sql, member_id: str, call):
+    """Run `call` in a thread while another connection has deleted `member_id` but not committed;
+    commit once the call is waiting on the deletion's locks (or done), and return its answer."""
+    deleting = psycopg.connect(sql.url)
+    try:
+        deleting.execute("DELETE FROM auth.users WHERE id = %s", (member_id,))
+        out: dict = {}
+        t = threading.Thread(target=lambda: out.setdefault("reply", call()))
+        t.start()
+        # Commit once the call waits on a lock the deletion holds (or has finished).
+        for _ in range(600):
+            waiting = sql.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND datname = current_database()")
+            if waiting or not t.is_alive():
+                break
+            t.join(0.05)
+        deleting.commit()
+        t.join(60)
+        assert not t.is_alive()
+        return out["reply"]
+    finally:
+        deleting.close()
+
+
+def test_a_guide_deleted_while_accepting_gets_no_pod_and_no_500(env, sql):
+    from functions.academy.accept import app as accept
+    from functions.academy.request import app as request
+
+    cadet, guide = sql.member("vagrant"), sql.member("voyager")
+    skill = _skill(sql)
+    sql.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (guide.id, skill))
+    asked = Client(request).post({"skillId": skill}, cadet.auth())
+    assert asked.status == 201, asked
+    request_id = asked.json["requestId"]
+
+    reply = _while_deleting(sql, guide.id, lambda: Client(accept).post({"requestId": request_id}, guide.auth()))
+    assert reply.status in (403, 404), reply
+    assert sql.execute("SELECT status, guide_id FROM public.instruction_requests WHERE id = %s",
+                       (request_id,)) == [("PENDING", None)]
+    assert sql.one("SELECT count(*) FROM public.sim_pods WHERE request_id = %s", (request_id,)) == 0
+
+
+def test_a_cadet_deleted_while_their_request_is_accepted_gets_no_500(env, sql):
+    from functions.academy.accept import app as accept
+    from functions.academy.request import app as request
+
+    cadet, guide = sql.member("vagrant"), sql.member("voyager")
+    skill = _skill(sql)
+    sql.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (guide.id, skill))
+    asked = Client(request).post({"skillId": skill}, cadet.auth())
+    assert asked.status == 201, asked
+    request_id = asked.json["requestId"]
+
+    reply = _while_deleting(sql, cadet.id, lambda: Client(accept).post({"requestId": request_id}, guide.auth()))
+    assert reply.status == 404, reply
+    assert sql.one("SELECT count(*) FROM public.sim_pods WHERE request_id = %s", (request_id,)) == 0
