@@ -51,7 +51,7 @@ class Gateway:
             if body is None:
                 return
             status, headers, payload = await asyncio.to_thread(
-                _forward, self.auth_upstream, scope["method"], path[len(AUTH_PREFIX):] or "/",
+                _forward, self.auth_upstream, scope["method"], _upstream_path(scope),
                 scope.get("query_string", b"").decode("latin-1"), scope.get("headers", []), body)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
@@ -87,6 +87,16 @@ async def _read_body(receive: Callable) -> bytes | None:
     return body
 
 
+def _upstream_path(scope: dict) -> str:
+    """The path after /auth/v1 as the client encoded it: decoding it first would turn %3F into
+    the start of a query and %20 or %0D%0A into bytes no request line may carry."""
+    from urllib.parse import quote
+
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else quote(scope["path"], safe="/:@!$&'()*+,;=-._~")
+    return path[len(AUTH_PREFIX):] or "/"
+
+
 def _forward(upstream: str, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
              body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """One request to the auth server, its answer as it gave it (502 when it does not answer)."""
@@ -96,7 +106,12 @@ def _forward(upstream: str, method: str, path: str, query: str, headers: list[tu
     target = urlsplit(upstream)
     conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
     try:
-        conn.putrequest(method, path + (f"?{query}" if query else ""), skip_accept_encoding=True)
+        try:
+            conn.putrequest(method, path + (f"?{query}" if query else ""), skip_accept_encoding=True)
+        except http.client.InvalidURL:  # raw bytes a request line may not carry
+            payload = json.dumps({"error": "BAD_REQUEST", "message": "The request path is invalid."}).encode()
+            return 400, [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(payload)).encode())], payload
         for k, v in headers:
             if k.decode("latin-1").lower() not in _HOP:
                 conn.putheader(k.decode("latin-1"), v.decode("latin-1"))
