@@ -74,3 +74,32 @@ def test_a_cadet_deleted_while_their_request_is_accepted_gets_no_500(env, sql):
     reply = _while_deleting(sql, cadet.id, lambda: Client(accept).post({"requestId": request_id}, guide.auth()))
     assert reply.status == 404, reply
     assert sql.one("SELECT count(*) FROM public.sim_pods WHERE request_id = %s", (request_id,)) == 0
+
+
+def _open_pod(env, sql):
+    from functions.academy.accept import app as accept
+    from functions.academy.request import app as request
+
+    cadet, guide = sql.member("vagrant"), sql.member("voyager")
+    skill = _skill(sql)
+    sql.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (guide.id, skill))
+    asked = Client(request).post({"skillId": skill}, cadet.auth())
+    accepted = Client(accept).post({"requestId": asked.json["requestId"]}, guide.auth())
+    assert accepted.status == 200, accepted
+    return cadet, guide, asked.json["requestId"], accepted.json["simPodId"]
+
+
+def test_both_members_of_a_pod_deleted_at_once(env, sql):
+    cadet, guide, request_id, pod_id = _open_pod(env, sql)
+
+    def delete_guide():
+        with psycopg.connect(sql.url, autocommit=True) as c:
+            c.execute("DELETE FROM auth.users WHERE id = %s", (guide.id,))
+        return "deleted"
+
+    assert _while_deleting(sql, cadet.id, delete_guide) == "deleted"
+    assert sql.execute("SELECT count(*) FROM public.profiles WHERE id IN (%s, %s)", (cadet.id, guide.id)) == [(0,)]
+    assert sql.execute("SELECT cadet_id, guide_id, end_reason, ended_at IS NOT NULL FROM public.sim_pods WHERE id = %s",
+                       (pod_id,)) == [(None, None, "MEMBER_DELETED", True)]
+    assert sql.execute("SELECT status, cadet_id, guide_id FROM public.instruction_requests WHERE id = %s",
+                       (request_id,)) == [("COMPLETED", None, None)]
