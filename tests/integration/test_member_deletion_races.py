@@ -103,3 +103,24 @@ def test_both_members_of_a_pod_deleted_at_once(env, sql):
                        (pod_id,)) == [(None, None, "MEMBER_DELETED", True)]
     assert sql.execute("SELECT status, cadet_id, guide_id FROM public.instruction_requests WHERE id = %s",
                        (request_id,)) == [("COMPLETED", None, None)]
+
+
+def test_a_member_deleted_while_a_founder_changes_their_rank(env, sql):
+    from functions.member_admin.app import app as member_admin
+
+    founder, target = sql.member("founder"), sql.member("vagrant")
+    audit_before = sql.one("SELECT count(*) FROM public.admin_audit")
+    reply = _while_deleting(sql, target.id, lambda: Client(member_admin).post(
+        {"userId": target.id, "rank": "scout", "reason": "promotion"}, founder.auth()))
+    assert reply.status == 404, reply
+    assert sql.one("SELECT count(*) FROM public.admin_audit") == audit_before
+
+
+def test_a_founder_deleted_while_changing_a_members_rank(env, sql):
+    from functions.member_admin.app import app as member_admin
+
+    founder, target = sql.member("founder"), sql.member("vagrant")
+    reply = _while_deleting(sql, founder.id, lambda: Client(member_admin).post(
+        {"userId": target.id, "rank": "scout", "reason": "promotion"}, founder.auth()))
+    assert reply.status == 403, reply
+    assert sql.one("SELECT rank FROM public.profiles WHERE id = %s", (target.id,)) == "vagrant"
