@@ -62,6 +62,11 @@ CREATE TRIGGER on_auth_user_soft_deleted
   FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL)
   EXECUTE FUNCTION nexus_private.auth_user_soft_deleted();
 
+-- Those soft-deleted before this trigger existed (a member of this project, or of the
+-- predecessor's adopted by 20251220000100, which made a profile for every user): deleted
+-- all the same.
+DELETE FROM public.profiles p USING auth.users u WHERE u.id = p.id AND u.deleted_at IS NOT NULL;
+
 -- A user with deleted_at set counts as deleted, so it gets no profile: neither a row that
 -- arrives already deleted (an import, a restore) nor a soft-deleted guest whom the admin API
 -- later makes permanent (confirming an email clears is_anonymous). Otherwise as 20251216000200.
