@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from nexus import registry
@@ -28,6 +29,10 @@ class Gateway:
     def __init__(self, functions: dict[str, str] | None = None, *, auth_upstream: str | None = None):
         # auth_upstream: the auth server's own address (http://127.0.0.1:port); /auth/v1/X goes to its /X.
         self.auth_upstream = auth_upstream
+        # The auth proxy's own threads: the functions fetch the auth server's JWKS through this
+        # gateway, so on the shared default pool a burst of calls waiting for those keys would
+        # hold every thread the fetch itself needs (each call then 503 until it timed out).
+        self._auth_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="auth-proxy") if auth_upstream else None
         self.apps: dict[str, Callable] = {}
         self.missing: dict[str, str] = {}
         for name, path in (functions or registry.HTTP_FUNCTIONS).items():
@@ -50,8 +55,8 @@ class Gateway:
             body = await _read_body(receive)
             if body is None:
                 return
-            status, headers, payload = await asyncio.to_thread(
-                _forward, self.auth_upstream, scope["method"], _upstream_path(scope),
+            status, headers, payload = await asyncio.get_running_loop().run_in_executor(
+                self._auth_pool, _forward, self.auth_upstream, scope["method"], _upstream_path(scope),
                 scope.get("query_string", b"").decode("latin-1"), scope.get("headers", []), body)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
