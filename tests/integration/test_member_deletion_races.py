@@ -42,8 +42,8 @@ def _while_deleting(sql, member_id: str, call):
         deleting.close()
 
 
-def test_a_guide_deleted_while_accepting_gets_no_pod_and_no_500(env, sql):
-    from functions.academy.accept import app as accept
+def _pending_request(sql):
+    """A cadet's pending request and a guide certified for its skill."""
     from functions.academy.request import app as request
 
     cadet, guide = sql.member("vagrant"), sql.member("voyager")
@@ -51,9 +51,18 @@ def test_a_guide_deleted_while_accepting_gets_no_pod_and_no_500(env, sql):
     sql.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (guide.id, skill))
     asked = Client(request).post({"skillId": skill}, cadet.auth())
     assert asked.status == 201, asked
-    request_id = asked.json["requestId"]
+    return cadet, guide, asked.json["requestId"]
 
-    reply = _while_deleting(sql, guide.id, lambda: Client(accept).post({"requestId": request_id}, guide.auth()))
+
+def _accept(guide, request_id: str):
+    from functions.academy.accept import app as accept
+
+    return Client(accept).post({"requestId": request_id}, guide.auth())
+
+
+def test_a_guide_deleted_while_accepting_gets_no_pod_and_no_500(env, sql):
+    cadet, guide, request_id = _pending_request(sql)
+    reply = _while_deleting(sql, guide.id, lambda: _accept(guide, request_id))
     assert reply.status in (403, 404), reply
     assert sql.execute("SELECT status, guide_id FROM public.instruction_requests WHERE id = %s",
                        (request_id,)) == [("PENDING", None)]
@@ -61,36 +70,21 @@ def test_a_guide_deleted_while_accepting_gets_no_pod_and_no_500(env, sql):
 
 
 def test_a_cadet_deleted_while_their_request_is_accepted_gets_no_500(env, sql):
-    from functions.academy.accept import app as accept
-    from functions.academy.request import app as request
-
-    cadet, guide = sql.member("vagrant"), sql.member("voyager")
-    skill = _skill(sql)
-    sql.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (guide.id, skill))
-    asked = Client(request).post({"skillId": skill}, cadet.auth())
-    assert asked.status == 201, asked
-    request_id = asked.json["requestId"]
-
-    reply = _while_deleting(sql, cadet.id, lambda: Client(accept).post({"requestId": request_id}, guide.auth()))
+    cadet, guide, request_id = _pending_request(sql)
+    reply = _while_deleting(sql, cadet.id, lambda: _accept(guide, request_id))
     assert reply.status == 404, reply
     assert sql.one("SELECT count(*) FROM public.sim_pods WHERE request_id = %s", (request_id,)) == 0
 
 
-def _open_pod(env, sql):
-    from functions.academy.accept import app as accept
-    from functions.academy.request import app as request
-
-    cadet, guide = sql.member("vagrant"), sql.member("voyager")
-    skill = _skill(sql)
-    sql.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)", (guide.id, skill))
-    asked = Client(request).post({"skillId": skill}, cadet.auth())
-    accepted = Client(accept).post({"requestId": asked.json["requestId"]}, guide.auth())
+def _open_pod(sql):
+    cadet, guide, request_id = _pending_request(sql)
+    accepted = _accept(guide, request_id)
     assert accepted.status == 200, accepted
-    return cadet, guide, asked.json["requestId"], accepted.json["simPodId"]
+    return cadet, guide, request_id, accepted.json["simPodId"]
 
 
 def test_both_members_of_a_pod_deleted_at_once(env, sql):
-    cadet, guide, request_id, pod_id = _open_pod(env, sql)
+    cadet, guide, request_id, pod_id = _open_pod(sql)
 
     def delete_guide():
         with psycopg.connect(sql.url, autocommit=True) as c:
