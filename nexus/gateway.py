@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from nexus import registry
@@ -28,6 +29,10 @@ class Gateway:
     def __init__(self, functions: dict[str, str] | None = None, *, auth_upstream: str | None = None):
         # auth_upstream: the auth server's own address (http://127.0.0.1:port); /auth/v1/X goes to its /X.
         self.auth_upstream = auth_upstream
+        # The auth proxy's own threads: the functions fetch the auth server's JWKS through this
+        # gateway, so on the shared default pool a burst of calls waiting for those keys would
+        # hold every thread the fetch itself needs (each call then 503 until it timed out).
+        self._auth_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="auth-proxy") if auth_upstream else None
         self.apps: dict[str, Callable] = {}
         self.missing: dict[str, str] = {}
         for name, path in (functions or registry.HTTP_FUNCTIONS).items():
@@ -50,8 +55,8 @@ class Gateway:
             body = await _read_body(receive)
             if body is None:
                 return
-            status, headers, payload = await asyncio.to_thread(
-                _forward, self.auth_upstream, scope["method"], path[len(AUTH_PREFIX):] or "/",
+            status, headers, payload = await asyncio.get_running_loop().run_in_executor(
+                self._auth_pool, _forward, self.auth_upstream, scope["method"], _upstream_path(scope),
                 scope.get("query_string", b"").decode("latin-1"), scope.get("headers", []), body)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
@@ -87,6 +92,16 @@ async def _read_body(receive: Callable) -> bytes | None:
     return body
 
 
+def _upstream_path(scope: dict) -> str:
+    """The path after /auth/v1 as the client encoded it: decoding it first would turn %3F into
+    the start of a query and %20 or %0D%0A into bytes no request line may carry."""
+    from urllib.parse import quote
+
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else quote(scope["path"], safe="/:@!$&'()*+,;=-._~")
+    return path[len(AUTH_PREFIX):] or "/"
+
+
 def _forward(upstream: str, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]],
              body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """One request to the auth server, its answer as it gave it (502 when it does not answer)."""
@@ -96,7 +111,12 @@ def _forward(upstream: str, method: str, path: str, query: str, headers: list[tu
     target = urlsplit(upstream)
     conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
     try:
-        conn.putrequest(method, path + (f"?{query}" if query else ""), skip_accept_encoding=True)
+        try:
+            conn.putrequest(method, path + (f"?{query}" if query else ""), skip_accept_encoding=True)
+        except http.client.InvalidURL:  # raw bytes a request line may not carry
+            payload = json.dumps({"error": "BAD_REQUEST", "message": "The request path is invalid."}).encode()
+            return 400, [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(payload)).encode())], payload
         for k, v in headers:
             if k.decode("latin-1").lower() not in _HOP:
                 conn.putheader(k.decode("latin-1"), v.decode("latin-1"))

@@ -374,9 +374,21 @@ def call(function: str, **args: Any) -> Any:
     DatabaseError with its SQLSTATE.
     """
     try:
-        return get_database().call(function, **args)
+        try:
+            return get_database().call(function, **args)
+        except DatabaseError as e:
+            if e.sqlstate != _FOREIGN_KEY_VIOLATION:
+                raise
+            # A row the call refers to (most often the caller's profile) was deleted by a
+            # transaction that committed while this one waited on its lock. The call is one
+            # statement, so nothing of it was written; once more, it sees the deletion and
+            # answers as for it (no profile, no such request) instead of a 500.
+            return get_database().call(function, **args)
     except DatabaseUnavailable:
         raise unavailable("The database is unavailable; retry shortly.") from None
+
+
+_FOREIGN_KEY_VIOLATION = "23503"
 
 
 __all__ = ["ApiError", "Database", "DatabaseError", "DatabaseUnavailable", "call", "get_database", "set_database"]

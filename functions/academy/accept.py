@@ -59,7 +59,9 @@ class AcceptResponse(BaseModel):
 
 def _refusal(result: dict) -> ApiError:
     error = result["error"]
-    if error == "REQUEST_NOT_FOUND":
+    # NOT_PENDING without a status: the request was deleted (its cadet's deletion) while this
+    # accept waited on it.
+    if error == "REQUEST_NOT_FOUND" or (error == "NOT_PENDING" and result.get("status") is None):
         return ApiError("NOT_FOUND", "There is no instruction request with that id.")
     if error == "NOT_PENDING":
         return ApiError("CONFLICT", "This request is no longer pending.",

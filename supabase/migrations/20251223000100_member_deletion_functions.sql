@@ -62,5 +62,34 @@ CREATE TRIGGER on_auth_user_soft_deleted
   FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL)
   EXECUTE FUNCTION nexus_private.auth_user_soft_deleted();
 
+-- Those soft-deleted before this trigger existed (a member of this project, or of the
+-- predecessor's adopted by 20251220000100, which made a profile for every user): deleted
+-- all the same.
+DELETE FROM public.profiles p USING auth.users u WHERE u.id = p.id AND u.deleted_at IS NOT NULL;
+
+-- A user with deleted_at set counts as deleted, so it gets no profile: neither a row that
+-- arrives already deleted (an import, a restore) nor a soft-deleted guest whom the admin API
+-- later makes permanent (confirming an email clears is_anonymous). Otherwise as 20251216000200.
+CREATE OR REPLACE FUNCTION public.handle_new_auth_user() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+DECLARE
+  v_callsign text := nullif(btrim(left(coalesce(NEW.raw_user_meta_data ->> 'callsign', ''), 64)), '');
+BEGIN
+  IF coalesce(NEW.is_anonymous, false) OR NEW.deleted_at IS NOT NULL THEN
+    RETURN NEW;
+  END IF;
+  IF NOT public.text_is_shown_plainly(v_callsign) THEN
+    v_callsign := NULL;
+  END IF;
+  BEGIN
+    INSERT INTO public.profiles (id, callsign) VALUES (NEW.id, v_callsign) ON CONFLICT (id) DO NOTHING;
+  EXCEPTION WHEN unique_violation OR check_violation THEN
+    INSERT INTO public.profiles (id) VALUES (NEW.id) ON CONFLICT (id) DO NOTHING;
+  END;
+  RETURN NEW;
+END
+$$;
+
+REVOKE ALL ON FUNCTION public.handle_new_auth_user() FROM PUBLIC, anon, authenticated;
 REVOKE ALL ON FUNCTION nexus_private.profiles_before_delete() FROM PUBLIC, anon, authenticated;
 REVOKE ALL ON FUNCTION nexus_private.auth_user_soft_deleted() FROM PUBLIC, anon, authenticated;

@@ -227,3 +227,18 @@ def test_both_members_of_a_pod_deleted_one_after_the_other(auth, sql, members):
     assert pod_row(sql, pod["simPodId"]) == {"cadet_id": None, "guide_id": None, "end_reason": "MEMBER_DELETED",
                                              "ended": True, "room_delete_due": True}
     assert request_row(sql, pod["simPodId"]) == ("COMPLETED", None, None)
+
+
+# Given a guest (an anonymous sign-in) the admin API soft-deleted, when an admin later confirms
+# an email for that user (the auth server then clears is_anonymous), the deleted user still
+# gets no profile: a user with deleted_at set counts as deleted.
+def test_a_soft_deleted_guest_made_permanent_gets_no_profile(auth, sql):
+    guest = auth.anonymous()
+    status, body = auth.delete_user(guest.user_id, soft=True)
+    assert status == 200, body
+    status, body = auth.admin("PUT", f"/admin/users/{guest.user_id}",
+                              {"email": f"{uuid.uuid4().hex[:12]}@example.test", "email_confirm": True})
+    assert status == 200, body
+    assert sql.one("SELECT is_anonymous FROM auth.users WHERE id = %s", (guest.user_id,)) is False
+    assert sql.one("SELECT count(*) FROM public.profiles WHERE id = %s", (guest.user_id,)) == 0
+

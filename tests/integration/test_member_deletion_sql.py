@@ -44,3 +44,11 @@ def test_a_soft_deleted_cadet_loses_their_profile_and_their_pod_ends(sql, pod):
     sql.execute("UPDATE auth.users SET deleted_at = now() WHERE id = %s", (cadet.id,))
     assert sql.one("SELECT count(*) FROM public.profiles WHERE id = %s", (cadet.id,)) == 0
     assert _pod(sql, pod_id) == (None, guide.id, "MEMBER_DELETED", True)
+
+
+# Given an auth.users row that arrives already deleted (an import or a restore copying
+# deleted_at), no profile is made for it.
+def test_a_user_inserted_already_soft_deleted_gets_no_profile(sql):
+    uid = str(uuid.uuid4())
+    sql.execute("INSERT INTO auth.users (id, email, deleted_at) VALUES (%s, %s, now())", (uid, f"{uid}@example.test"))
+    assert sql.one("SELECT count(*) FROM public.profiles WHERE id = %s", (uid,)) == 0
