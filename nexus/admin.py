@@ -115,7 +115,8 @@ def cmd_holds(conn: Any, args: argparse.Namespace) -> int:
     print(f"awaiting confirmation ({len(pending)}; responders first: no flare reaches a held responder):")
     for h in pending:
         held = ", ".join(([f"rank {h['heldRank']}"] if h["heldRank"] else [])
-                         + ([f"roles {' '.join(h['heldRoles'])}"] if h["heldRoles"] else []))
+                         + ([f"roles {' '.join(h['heldRoles'])}"] if h["heldRoles"] else [])
+                         + ([f"certifications of {len(h['heldSkills'])} skill(s)"] if h["heldSkills"] else []))
         gone = "" if h["memberExists"] else "  (deleted)"
         print(f"  {h['userId']}  {h['callsign'] or '-'}  {h['email'] or '-'}  held: {held}  "
               f"lives as {h['liveRank']}{gone}")

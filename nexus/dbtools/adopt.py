@@ -76,7 +76,8 @@ def _record(conn) -> dict:
     out["conversions"] = conn.execute("SELECT step, rows, detail FROM nexus_adopt.conversions ORDER BY ord").fetchall()
     if conn.execute("SELECT to_regclass('nexus_adopt.holds') IS NOT NULL").fetchone()[0]:
         out["holds"] = conn.execute(
-            "SELECT member_id::text, callsign, held_rank, held_roles, status FROM nexus_adopt.holds "
+            "SELECT member_id::text, callsign, held_rank, held_roles, status, cardinality(held_skills) "
+            "FROM nexus_adopt.holds "
             "ORDER BY status <> 'pending', held_roles = '{}', member_id").fetchall()
         out["guests"] = conn.execute(
             "SELECT member_id::text, email, guest_expires_at FROM nexus_adopt.guests "
@@ -110,8 +111,9 @@ def _print_record(rec: dict, log=print) -> None:
     pending = [h for h in rec["holds"] if h[4] == "pending"]
     log(f"powers held until an operator confirms them ({len(pending)}): `nexus admin holds`, then "
         "`nexus admin hold confirm|decline USER --reason TEXT`; responders first")
-    for member, callsign, rank, roles, _status in pending:
-        held = ", ".join(([f"rank {rank}"] if rank else []) + ([f"roles {' '.join(roles)}"] if roles else []))
+    for member, callsign, rank, roles, _status, skills in pending:
+        held = ", ".join(([f"rank {rank}"] if rank else []) + ([f"roles {' '.join(roles)}"] if roles else [])
+                         + ([f"certifications of {skills} skill(s)"] if skills else []))
         log(f"  {member}  {callsign or '-'}  {held}")
     log(f"the predecessor's guests, now vagrants without a callsign ({len(rec['guests'])}):")
     for member, email, expires in rec["guests"]:

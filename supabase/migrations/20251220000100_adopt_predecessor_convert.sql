@@ -39,6 +39,8 @@
 --                  retention starts now (the old time is kept in the payload).
 --   flares         type -> flare_type; a sender that is gone stays gone.
 --   skills         a name held twice (once cleaned, cut to 120, any case) is numbered.
+--   certifications anyone could write them (RLS off): held in nexus_adopt.holds
+--                  (held_skills), the member a guide of none until confirmed.
 --   requests       PENDING stays (our expiry applies); ACTIVE -> COMPLETED now,
 --                  guide kept, old pod id cleared; of several pending for one
 --                  cadet and skill the newest stays, the others CANCELLED.
@@ -88,7 +90,7 @@ BEGIN
   -- and any later member-admin change settles the hold (its audit row).
   CREATE TABLE IF NOT EXISTS nexus_adopt.holds (
     member_id uuid PRIMARY KEY, callsign text, email text,
-    held_rank text, held_roles text[] NOT NULL DEFAULT '{}',
+    held_rank text, held_roles text[] NOT NULL DEFAULT '{}', held_skills uuid[] NOT NULL DEFAULT '{}',
     live_rank text NOT NULL, live_roles text[] NOT NULL,
     status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'confirmed', 'declined', 'settled')),
     settled_at timestamptz, audit_id bigint, held_at timestamptz NOT NULL DEFAULT now());
@@ -445,16 +447,29 @@ BEGIN
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
   VALUES ('skills: name numbered', v_n, 'held by an older skill once cleaned and cut to 120 characters');
 
-  INSERT INTO public.certifications (user_id, skill_id, created_at)
-  SELECT o.user_id, o.skill_id, coalesce(o.certified_at, now())
-  FROM nexus_adopt.certifications o
-  WHERE EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id)
-    AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id);
-  GET DIAGNOSTICS v_n = ROW_COUNT;
-  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('certifications', v_n, 'certified_at -> created_at');
+  -- Certifications were self-made too (RLS off on the predecessor: anyone
+  -- could make themselves a guide of any skill): each is held, the member a
+  -- guide of none until an operator confirms (public.adoption_hold_settle
+  -- certifies them then). A guest's go with the rest of their powers.
+  INSERT INTO nexus_adopt.holds AS h (member_id, callsign, email, held_skills, live_rank, live_roles)
+  SELECT p.id, p.callsign, p.j ->> 'email',
+         array_agg(o.skill_id ORDER BY o.certified_at, o.skill_id), p.live_rank, p.live_roles
+  FROM nexus_adopt.certifications o JOIN adopt_profiles p ON p.id = o.user_id
+  WHERE NOT p.is_guest AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id)
+  GROUP BY p.id, p.callsign, p.j ->> 'email', p.live_rank, p.live_roles
+  ON CONFLICT (member_id) DO UPDATE SET held_skills = EXCLUDED.held_skills;
+  SELECT count(*) INTO v_n FROM nexus_adopt.holds, unnest(held_skills);
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('certifications: held (a guide of none until confirmed)', v_n,
+          'anyone could certify themselves; an operator confirms each member (nexus admin holds)');
   INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
   SELECT 'certifications', 'member not adopted', count(*) FROM nexus_adopt.certifications o
-  WHERE NOT EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id);
+  WHERE NOT EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id)
+  UNION ALL
+  SELECT 'certifications', 'held until an operator confirms (nexus_adopt.holds)', v_n
+  UNION ALL
+  SELECT 'certifications', 'the predecessor''s guest (is_guest): vagrant now', count(*)
+  FROM nexus_adopt.certifications o JOIN adopt_profiles p ON p.id = o.user_id WHERE p.is_guest;
 
   CREATE TEMP TABLE adopt_requests ON COMMIT DROP AS
   SELECT o.id, o.cadet_id, o.skill_id, o.status::text AS old_status,

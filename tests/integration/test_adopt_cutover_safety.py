@@ -74,6 +74,7 @@ def test_every_row_not_adopted_is_counted_with_its_reason(adopted):
         ("push_subscriptions", "endpoint held by a newer subscription once trimmed"): 1,
         ("voice_net_bridges", "self-bridge"): 1,
         ("voice_net_bridges", "second direction or repeat of a bridge adopted"): 1,
+        ("certifications", "held until an operator confirms (nexus_adopt.holds)"): 1,  # the founder's
     }
     # and the one adopted of the two is the newer
     assert _rows(adopted.url, "SELECT user_id::text, created_at > now() FROM public.push_subscriptions "
@@ -204,7 +205,7 @@ def test_operators_confirm_or_decline_each_hold_and_member_admin_settles_it(own_
         ("voyager", ["Ranger", "Medic"])]
     assert _audit(url, adopted["medic"]) == [
         ("operator", "ops", "adoption.confirm", {"rank": "scout", "roles": ["Ranger"]},
-         {"rank": "voyager", "roles": ["Ranger", "Medic"], "held": {"rank": "voyager", "roles": ["Medic"]}},
+         {"rank": "voyager", "roles": ["Ranger", "Medic"], "held": {"rank": "voyager", "roles": ["Medic"], "skills": []}},
          "known medic")]
     reply = _launch(adopted["bidi"])
     assert reply.status == 202 and reply.json["respondersQueued"] == 1 and reply.json["devicesReached"] == 1, reply
@@ -354,3 +355,44 @@ def test_adopt_is_one_transaction_a_late_failure_changes_nothing(pg, tmp_path, c
         assert report(url, reference_url=reference).differences == []
     finally:
         pg.drop_database(name)
+
+
+# -- certifications were self-made too ------------------------------------------------------
+
+def test_self_made_certifications_are_held_until_an_operator_confirms(pg, env, monkeypatch, capsys):
+    """The predecessor's certifications had RLS off: anyone could make themselves a guide of any
+    skill (cadets' requests, a private sim pod with them). Held like ranks and roles."""
+    from nexus.cli import main as cli_main
+
+    name, url = _new_db(pg, "adopt24_cert")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:  # a scout certifies themselves through the API
+        conn.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)",
+                     (old["scout"], old["skill_dup"]))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        capsys.readouterr()
+        guides = "SELECT user_id::text, skill_id::text FROM public.certifications ORDER BY 1"
+        assert _rows(url, guides) == []
+        held = dict(_rows(url, "SELECT member_id::text, held_skills::text[] FROM nexus_adopt.holds "
+                               "WHERE held_skills <> '{}'"))
+        assert held == {old["founder"]: [old["skill"]], old["scout"]: [old["skill_dup"]]}
+        counted = dict(_rows(url, "SELECT reason, rows FROM nexus_adopt.not_adopted WHERE tbl = 'certifications'"))
+        assert counted == {"held until an operator confirms (nexus_adopt.holds)": 2}
+
+        monkeypatch.setenv("DATABASE_URL", url)
+        assert cli_main(["admin", "holds", "--json"]) == 0
+        listed = {h["userId"]: h["heldSkills"] for h in json.loads(capsys.readouterr().out)["holds"]}
+        assert listed[old["scout"]] == [old["skill_dup"]]
+        assert cli_main(["admin", "hold", "confirm", old["scout"], "--reason", "known guide", "--as", "ops"]) == 0
+        capsys.readouterr()
+        assert _rows(url, guides) == [(old["scout"], old["skill_dup"])]
+        assert _rows(url, "SELECT rank FROM public.profiles WHERE id = %s", (old["scout"],)) == [("scout",)]
+        assert _one(url, "SELECT after -> 'held' -> 'skills' FROM public.admin_audit WHERE member_id = %s",
+                    (old["scout"],)) == [old["skill_dup"]]
+        assert cli_main(["admin", "hold", "decline", old["founder"], "--reason", "not a guide"]) == 0
+        capsys.readouterr()
+        assert _rows(url, guides) == [(old["scout"], old["skill_dup"])]
+    finally:
+        pg.drop_database(name)
+

@@ -110,7 +110,8 @@ def test_plan_prints_everything_and_changes_nothing(db, capsys):
     assert "voice_net_bridges: self-bridge removed" in out and "voice_presence: open rows closed" in out
     assert "rows closed, cancelled, cleared or left behind" in out
     assert "powers held until an operator confirms them (7)" in out
-    assert "rows not adopted (6), kept in nexus_adopt" in out
+    assert "rows not adopted (7), kept in nexus_adopt" in out
+    assert "1  certifications: held until an operator confirms (nexus_adopt.holds)" in out
     assert "1  profiles: no auth user (nobody can sign in as it)" in out
     assert "1  push_subscriptions: endpoint held by a newer subscription once trimmed" in out
     assert "the predecessor's guests, now vagrants without a callsign (2)" in out
