@@ -35,10 +35,17 @@ RANKS = ["vagrant", "scout", "voyager", "founder", "pioneer"]
 
 
 def _text(low: int, high: int):
-    """argparse type: text the audit can hold (its CHECKs: a label of 1-120, a reason of 1-500 characters)."""
+    """argparse type: text the audit can hold (its CHECKs: a label of 1-120, a reason of 1-500
+    characters, by the text rules others are shown by: shared/text.py). Bad text is a usage error
+    (exit 2) here, before the database sees it."""
+    from shared.text import problem
+
     def check(value: str) -> str:
-        if not low <= len(value) <= high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high} characters, not {len(value)}")
+        if not low <= len(value.strip()) <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high} characters, not {len(value.strip())}")
+        reason = problem(value.strip())
+        if reason:
+            raise argparse.ArgumentTypeError(reason)
         return value
     return check
 
