@@ -50,6 +50,15 @@ def _text(low: int, high: int):
     return check
 
 
+def plain(value: Any) -> str:
+    """Text for the operator's terminal: a character others must not be shown (control, escape,
+    bidi, zero-width: shared/text.py) appears as \\uXXXX. Members wrote what the adoption keeps."""
+    from shared.text import problem
+
+    text = "-" if value is None or value == "" else str(value)
+    return "".join(c if problem("a" + c) is None else f"\\u{ord(c):04x}" for c in text)
+
+
 def _connect() -> Any:
     import psycopg
 
@@ -125,17 +134,17 @@ def cmd_holds(conn: Any, args: argparse.Namespace) -> int:
                          + ([f"roles {' '.join(h['heldRoles'])}"] if h["heldRoles"] else [])
                          + ([f"certifications of {len(h['heldSkills'])} skill(s)"] if h["heldSkills"] else []))
         gone = "" if h["memberExists"] else "  (deleted)"
-        print(f"  {h['userId']}  {h['callsign'] or '-'}  {h['email'] or '-'}  held: {held}  "
+        print(f"  {h['userId']}  {plain(h['callsign'])}  {plain(h['email'])}  held: {plain(held)}  "
               f"lives as {h['liveRank']}{gone}")
     settled = [h for h in result["holds"] if h["status"] != "pending"]
     print(f"settled ({len(settled)}):")
     for h in settled:
-        print(f"  {h['userId']}  {h['callsign'] or '-'}  {h['status']}  audit {h['auditId']}")
+        print(f"  {h['userId']}  {plain(h['callsign'])}  {h['status']}  audit {h['auditId']}")
     print(f"the predecessor's guests, now vagrants without a callsign ({len(result['guests'])}):")
     for g in result["guests"]:
         state = "expired" if g["expired"] else "not expired"
         gone = "" if g["memberExists"] else "  (deleted)"
-        print(f"  {g['userId']}  {g['email'] or '-'}  guest_expires_at {g['guestExpiresAt'] or '-'} ({state}){gone}")
+        print(f"  {g['userId']}  {plain(g['email'])}  guest_expires_at {g['guestExpiresAt'] or '-'} ({state}){gone}")
     return 0
 
 

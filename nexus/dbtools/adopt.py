@@ -91,6 +91,8 @@ def _record(conn) -> dict:
 
 
 def _print_record(rec: dict, log=print) -> None:
+    from nexus.admin import plain
+
     steps = [c for c in rec["conversions"] if not c[0].startswith(("set aside ", "foreign key ", "policy "))]
     log(f"conversions ({len(steps)}):")
     for step, rows, detail in steps:
@@ -114,10 +116,10 @@ def _print_record(rec: dict, log=print) -> None:
     for member, callsign, rank, roles, _status, skills in pending:
         held = ", ".join(([f"rank {rank}"] if rank else []) + ([f"roles {' '.join(roles)}"] if roles else [])
                          + ([f"certifications of {skills} skill(s)"] if skills else []))
-        log(f"  {member}  {callsign or '-'}  {held}")
+        log(f"  {member}  {plain(callsign)}  {plain(held)}")
     log(f"the predecessor's guests, now vagrants without a callsign ({len(rec['guests'])}):")
     for member, email, expires in rec["guests"]:
-        log(f"  {member}  {email or '-'}  guest_expires_at {expires.isoformat() if expires else '-'}")
+        log(f"  {member}  {plain(email)}  guest_expires_at {expires.isoformat() if expires else '-'}")
     log(f"foreign objects, left in place ({len(rec['foreign'])}):")
     for kind, name in rec["foreign"]:
         log(f"  {kind} {name}")

@@ -411,3 +411,27 @@ def test_hold_refuses_a_label_or_reason_the_audit_cannot_hold_as_a_usage_error(d
     assert stopped.value.code == 2
     assert "usage:" in capsys.readouterr().err
     assert _one(database_url, "SELECT count(*) FROM public.admin_audit") == audits
+
+
+def test_what_members_wrote_reaches_the_operators_terminal_only_as_plain_text(pg, monkeypatch, capsys):
+    """profiles.email and callsign were the member's own to write on the predecessor: an escape
+    sequence or a bidi override in them must not reach the operator's terminal through
+    `nexus db adopt` or `nexus admin holds`."""
+    from nexus.cli import main as cli_main
+
+    name, url = _new_db(pg, "adopt24_tty")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:  # the founder's own row, through the API
+        conn.execute("UPDATE public.profiles SET email = %s, callsign = %s WHERE id = %s",
+                     ("ops\x1b]0;owned\x07@example.test", "Boss\u202eredivorP", old["founder"]))
+        conn.execute("UPDATE public.profiles SET email = %s WHERE id = %s",
+                     ("g\x1b[2J\u202e@example.test", old["guest"]))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        monkeypatch.setenv("DATABASE_URL", url)
+        assert cli_main(["admin", "holds"]) == 0
+        out = capsys.readouterr().out
+        assert old["founder"] in out and old["guest"] in out
+        assert not {"\x1b", "\x07", "\u202e"} & set(out), [line for line in out.splitlines() if "\x1b" in line]
+    finally:
+        pg.drop_database(name)
