@@ -148,11 +148,13 @@ BEGIN
                      ELSE rank END,
     live_roles = ARRAY(SELECT x FROM unnest(roles) WITH ORDINALITY AS t(x, i)
                         WHERE x NOT IN ('Medic', 'Rescue') ORDER BY i);
+  -- Members are listed by the email they sign in with (auth.users): profiles.email
+  -- was theirs to write, a known member's address as good as their own.
   INSERT INTO nexus_adopt.holds (member_id, callsign, email, held_rank, held_roles, live_rank, live_roles)
-  SELECT id, callsign, j ->> 'email', CASE WHEN rank <> live_rank THEN rank END,
+  SELECT id, callsign, (SELECT u.email FROM auth.users u WHERE u.id = p.id), CASE WHEN rank <> live_rank THEN rank END,
          ARRAY(SELECT x FROM unnest(roles) WITH ORDINALITY AS t(x, i) WHERE x IN ('Medic', 'Rescue') ORDER BY i),
          live_rank, live_roles
-  FROM adopt_profiles
+  FROM adopt_profiles p
   WHERE NOT is_guest AND (rank <> live_rank OR roles && ARRAY['Medic', 'Rescue'])
   ON CONFLICT (member_id) DO NOTHING;
   SELECT count(*) INTO v_n FROM nexus_adopt.holds WHERE held_rank IS NOT NULL;
@@ -166,7 +168,7 @@ BEGIN
   -- The predecessor's guests (email accounts with is_guest, 24 h) were scouts:
   -- vagrants now, without a callsign; their rows stay, listed for removal.
   INSERT INTO nexus_adopt.guests (member_id, email, guest_expires_at, old_rank, old_callsign)
-  SELECT id, coalesce(j ->> 'email', (SELECT u.email FROM auth.users u WHERE u.id = p.id)),
+  SELECT id, (SELECT u.email FROM auth.users u WHERE u.id = p.id),
          (j ->> 'guest_expires_at')::timestamptz, j ->> 'rank', j ->> 'callsign'
   FROM adopt_profiles p WHERE is_guest
   ON CONFLICT (member_id) DO NOTHING;
@@ -452,11 +454,11 @@ BEGIN
   -- guide of none until an operator confirms (public.adoption_hold_settle
   -- certifies them then). A guest's go with the rest of their powers.
   INSERT INTO nexus_adopt.holds AS h (member_id, callsign, email, held_skills, live_rank, live_roles)
-  SELECT p.id, p.callsign, p.j ->> 'email',
+  SELECT p.id, p.callsign, (SELECT u.email FROM auth.users u WHERE u.id = p.id),
          array_agg(o.skill_id ORDER BY o.certified_at, o.skill_id), p.live_rank, p.live_roles
   FROM nexus_adopt.certifications o JOIN adopt_profiles p ON p.id = o.user_id
   WHERE NOT p.is_guest AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id)
-  GROUP BY p.id, p.callsign, p.j ->> 'email', p.live_rank, p.live_roles
+  GROUP BY p.id, p.callsign, p.live_rank, p.live_roles
   ON CONFLICT (member_id) DO UPDATE SET held_skills = EXCLUDED.held_skills;
   SELECT count(*) INTO v_n FROM nexus_adopt.holds, unnest(held_skills);
   INSERT INTO nexus_adopt.conversions (step, rows, detail)

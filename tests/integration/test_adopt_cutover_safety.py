@@ -435,3 +435,29 @@ def test_what_members_wrote_reaches_the_operators_terminal_only_as_plain_text(pg
         assert not {"\x1b", "\x07", "\u202e"} & set(out), [line for line in out.splitlines() if "\x1b" in line]
     finally:
         pg.drop_database(name)
+
+
+def test_holds_name_members_by_the_email_they_sign_in_with(pg, monkeypatch, capsys):
+    """profiles.email was the member's own to write on the predecessor: a self-made founder who
+    wrote a known medic's address there must not be listed under it for the operator to confirm."""
+    from nexus.cli import main as cli_main
+
+    name, url = _new_db(pg, "adopt24_mail")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        medic_mail = conn.execute("SELECT email FROM auth.users WHERE id = %s", (old["medic"],)).fetchone()[0]
+        own = conn.execute("SELECT email FROM auth.users WHERE id = %s", (old["self_founder"],)).fetchone()[0]
+        conn.execute("UPDATE public.profiles SET email = %s WHERE id = %s", (medic_mail, old["self_founder"]))
+        conn.execute("UPDATE public.profiles SET email = %s WHERE id = %s", (medic_mail, old["guest"]))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        monkeypatch.setenv("DATABASE_URL", url)
+        capsys.readouterr()
+        assert cli_main(["admin", "holds", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        emails = {h["userId"]: h["email"] for h in listed["holds"]} | {g["userId"]: g["email"] for g in listed["guests"]}
+        assert emails[old["self_founder"]] == own
+        assert emails[old["guest"]] != medic_mail
+        assert [k for k, v in emails.items() if v == medic_mail] == [old["medic"]]
+    finally:
+        pg.drop_database(name)
