@@ -142,7 +142,8 @@ def cmd_holds(conn: Any, args: argparse.Namespace) -> int:
         print(f"  {h['userId']}  {plain(h['callsign'])}  {h['status']}  audit {h['auditId']}")
     print(f"the predecessor's guests, now vagrants without a callsign ({len(result['guests'])}):")
     for g in result["guests"]:
-        state = "expired" if g["expired"] else "not expired"
+        state = ("no expiry recorded: taken as expired" if g["guestExpiresAt"] is None
+                 else "expired" if g["expired"] else "not expired")
         gone = "" if g["memberExists"] else "  (deleted)"
         print(f"  {g['userId']}  {plain(g['email'])}  guest_expires_at {g['guestExpiresAt'] or '-'} ({state}){gone}")
     return 0

@@ -30,7 +30,8 @@ BEGIN
     'guests', coalesce((
       SELECT jsonb_agg(jsonb_build_object(
                'userId', g.member_id, 'email', g.email, 'guestExpiresAt', g.guest_expires_at,
-               'expired', g.guest_expires_at IS NOT NULL AND g.guest_expires_at < now(),
+               -- every guest was a 24-hour account: one without an expiry is taken as expired
+               'expired', g.guest_expires_at IS NULL OR g.guest_expires_at < now(),
                'memberExists', p.id IS NOT NULL)
              ORDER BY g.guest_expires_at NULLS FIRST, g.member_id)
       FROM nexus_adopt.guests g LEFT JOIN public.profiles p ON p.id = g.member_id), '[]'::jsonb));

@@ -461,3 +461,33 @@ def test_holds_name_members_by_the_email_they_sign_in_with(pg, monkeypatch, caps
         assert [k for k, v in emails.items() if v == medic_mail] == [old["medic"]]
     finally:
         pg.drop_database(name)
+
+
+def test_a_guest_without_guest_expires_at_is_removed_with_the_expired(pg, monkeypatch, capsys):
+    """Every guest of the predecessor was a 24-hour account; one whose guest_expires_at is NULL
+    is not 'not expired', and the guide's removal takes it with the expired ones."""
+    from nexus.cli import main as cli_main
+
+    name, url = _new_db(pg, "adopt24_noexp")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE public.profiles SET guest_expires_at = NULL WHERE id = %s", (old["guest"],))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        monkeypatch.setenv("DATABASE_URL", url)
+        capsys.readouterr()
+        assert cli_main(["admin", "holds"]) == 0
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if old["guest"] in ln)
+        assert "not expired" not in line and "guest_expires_at -" in line, line
+        assert cli_main(["admin", "holds", "--json"]) == 0
+        guests = {g["userId"]: g["expired"] for g in json.loads(capsys.readouterr().out)["guests"]}
+        assert guests[old["guest"]] is True
+        # the removal the cutover guide gives
+        guide = open("docs/cutover.md").read()
+        removal = guide[guide.index("DELETE FROM auth.users"):].split(";")[0]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(removal)
+        assert _rows(url, "SELECT id::text FROM public.profiles WHERE id IN (%s, %s)",
+                     (old["guest"], old["scout"])) == [(old["scout"],)]
+    finally:
+        pg.drop_database(name)
