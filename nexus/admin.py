@@ -14,7 +14,7 @@ same; the audit records the actor as `operator` with the `--as NAME` label
 LiveKit through the `livekit-access-sync` schedule.
 
 After adopting the predecessor's database (docs/cutover.md), `holds` lists the
-ranks above scout and the responder roles held until an operator confirms
+ranks above scout, the responder roles and the certifications held until an operator confirms
 them, and the predecessor's guests with their guest_expires_at; `hold confirm`
 gives a member back what they held, `hold decline` leaves them as they are.
 Both are audited like `member`; a member changed since the adoption, or
