@@ -181,8 +181,15 @@ def snapshot(url: str, path: Path) -> Path:
     path = path.resolve()
     if path.exists():
         raise FileExistsError(f"{path} exists; name a new file for the snapshot")
-    subprocess.run([str(bin_dir() / "pg_dump"), "--format=custom", "--no-owner", "--file", str(path), url],
-                   check=True, capture_output=True, text=True)
+    # Written beside it and renamed when pg_dump succeeds: a dump stopped half-way (an error, a
+    # kill) never lies under the snapshot's name for a re-run to take as taken.
+    partial = path.with_name(path.name + ".partial")
+    try:
+        subprocess.run([str(bin_dir() / "pg_dump"), "--format=custom", "--no-owner", "--file", str(partial), url],
+                       check=True, capture_output=True, text=True)
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
