@@ -59,6 +59,19 @@ def plain(value: Any) -> str:
     return "".join(c if problem("a" + c) is None else f"\\u{ord(c):04x}" for c in text)
 
 
+def _user(value: str) -> str:
+    """argparse type: a member's id (a UUID) or an email; anything else is a usage error."""
+    from shared.text import problem
+
+    value = value.strip()
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        if "@" in value and len(value) <= 320 and problem(value) is None:
+            return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a member id (a UUID) nor an email")
+
+
 def _connect() -> Any:
     import psycopg
 
@@ -166,7 +179,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_member = sub.add_parser("member", parents=[common], help="change a member's rank or roles")
-    p_member.add_argument("user", help="member id or email")
+    p_member.add_argument("user", type=_user, help="member id or email")
     p_member.add_argument("--rank", choices=RANKS)
     p_member.add_argument("--add-role", action="append", default=[])
     p_member.add_argument("--remove-role", action="append", default=[])
@@ -190,7 +203,7 @@ def main(argv: list[str]) -> int:
     p_skill.set_defaults(func=cmd_skill)
 
     p_cert = sub.add_parser("certify", parents=[common], help="certify a member as a guide for a skill")
-    p_cert.add_argument("user", help="member id or email")
+    p_cert.add_argument("user", type=_user, help="member id or email")
     p_cert.add_argument("skill", help="skill name")
     p_cert.add_argument("--reason", type=_text(1, 500))
     p_cert.set_defaults(func=cmd_certify)
@@ -202,7 +215,7 @@ def main(argv: list[str]) -> int:
 
     p_hold = sub.add_parser("hold", parents=[common], help="confirm or decline what an adopted member held")
     p_hold.add_argument("action", choices=["confirm", "decline"])
-    p_hold.add_argument("user", help="member id or email")
+    p_hold.add_argument("user", type=_user, help="member id or email")
     p_hold.add_argument("--reason", required=True, type=_text(1, 500))
     p_hold.set_defaults(func=cmd_hold)
 

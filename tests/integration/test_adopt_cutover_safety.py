@@ -399,15 +399,19 @@ def test_self_made_certifications_are_held_until_an_operator_confirms(pg, env, m
 
 # -- `nexus admin hold`: bad input is a usage error ------------------------------------------
 
-@pytest.mark.parametrize("bad", [["--as", "   "], ["--as", "ops\u202e"], ["--reason", " \t "], ["--reason", "ok\x1b[2J"]],
-                         ids=["blank label", "bidi label", "blank reason", "escape in reason"])
+@pytest.mark.parametrize("bad", [["--as", "   "], ["--as", "ops\u202e"], ["--reason", " \t "], ["--reason", "ok\x1b[2J"],
+                                 ["3f1c-not-a-uuid"], ["   "]],
+                         ids=["blank label", "bidi label", "blank reason", "escape in reason", "malformed id",
+                              "blank user"])
 def test_hold_refuses_a_label_or_reason_the_audit_cannot_hold_as_a_usage_error(database_url, monkeypatch, capsys, bad):
     from nexus.cli import main as cli_main
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     audits = _one(database_url, "SELECT count(*) FROM public.admin_audit")
     with pytest.raises(SystemExit) as stopped:  # not a traceback, not a refusal from the database
-        cli_main(["admin", "hold", "confirm", str(uuid.uuid4()), "--reason", "known medic", "--as", "ops", *bad])
+        user = [] if bad[0].startswith("--") else bad
+        cli_main(["admin", "hold", "confirm", *(user or [str(uuid.uuid4())]), "--reason", "known medic", "--as", "ops",
+                  *([] if user else bad)])
     assert stopped.value.code == 2
     assert "usage:" in capsys.readouterr().err
     assert _one(database_url, "SELECT count(*) FROM public.admin_audit") == audits
