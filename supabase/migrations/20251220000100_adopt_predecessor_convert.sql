@@ -24,7 +24,8 @@
 --                  nexus_adopt.holds, the member living as scout without them
 --                  until an operator confirms (nexus admin holds; issue 24).
 --                  The predecessor's guests (is_guest) become vagrants without
---                  a callsign, listed in nexus_adopt.guests.
+--                  a callsign, listed in nexus_adopt.guests; anonymous sign-ins
+--                  (guests of ours) vagrants with nothing held.
 --   voice_nets     thresholds trimmed and lower-cased, empty -> vagrant; join
 --                  NULL -> receive, else scout; receive NULL -> the join;
 --                  transmit NULL -> scout; a name that is no rank let everyone
@@ -109,6 +110,8 @@ BEGIN
            AS callsign,
          lower(btrim(coalesce(to_jsonb(o) ->> 'rank', ''))) AS old_rank,
          coalesce(to_jsonb(o) ->> 'is_guest', '') = 'true' AS is_guest,
+         -- a guest of ours: it keeps no power of the predecessor's (a vagrant, nothing held)
+         EXISTS (SELECT 1 FROM auth.users u WHERE u.id = o.id AND coalesce(u.is_anonymous, false)) AS is_anon,
          NULL::text AS rank, NULL::text[] AS roles, NULL::text AS live_rank, NULL::text[] AS live_roles
   FROM nexus_adopt.profiles o
   WHERE EXISTS (SELECT 1 FROM auth.users u WHERE u.id = o.id);
@@ -144,7 +147,7 @@ BEGIN
   -- What members may have given themselves is held: ranks above scout and the
   -- responder roles. Guests keep neither (below).
   UPDATE adopt_profiles SET
-    live_rank = CASE WHEN is_guest THEN 'vagrant' WHEN public.rank_level(rank) > public.rank_level('scout') THEN 'scout'
+    live_rank = CASE WHEN is_guest OR is_anon THEN 'vagrant' WHEN public.rank_level(rank) > public.rank_level('scout') THEN 'scout'
                      ELSE rank END,
     live_roles = ARRAY(SELECT x FROM unnest(roles) WITH ORDINALITY AS t(x, i)
                         WHERE x NOT IN ('Medic', 'Rescue') ORDER BY i);
@@ -155,7 +158,7 @@ BEGIN
          ARRAY(SELECT x FROM unnest(roles) WITH ORDINALITY AS t(x, i) WHERE x IN ('Medic', 'Rescue') ORDER BY i),
          live_rank, live_roles
   FROM adopt_profiles p
-  WHERE NOT is_guest AND (rank <> live_rank OR roles && ARRAY['Medic', 'Rescue'])
+  WHERE NOT is_guest AND NOT is_anon AND (rank <> live_rank OR roles && ARRAY['Medic', 'Rescue'])
   ON CONFLICT (member_id) DO NOTHING;
   SELECT count(*) INTO v_n FROM nexus_adopt.holds WHERE held_rank IS NOT NULL;
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
@@ -173,6 +176,9 @@ BEGIN
   FROM adopt_profiles p WHERE is_guest
   ON CONFLICT (member_id) DO NOTHING;
   UPDATE adopt_profiles SET callsign = NULL WHERE is_guest;
+  SELECT count(*) INTO v_n FROM adopt_profiles WHERE is_anon AND NOT is_guest AND rank <> 'vagrant';
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: anonymous sign-ins -> vagrant', v_n, 'guests of ours: nothing held, a vagrant once made permanent');
   SELECT count(*) INTO v_n FROM adopt_profiles WHERE is_guest;
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
   VALUES ('profiles: guests (is_guest) -> vagrant without a callsign', v_n,
@@ -457,7 +463,7 @@ BEGIN
   SELECT p.id, p.callsign, (SELECT u.email FROM auth.users u WHERE u.id = p.id),
          array_agg(o.skill_id ORDER BY o.certified_at, o.skill_id), p.live_rank, p.live_roles
   FROM nexus_adopt.certifications o JOIN adopt_profiles p ON p.id = o.user_id
-  WHERE NOT p.is_guest AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id)
+  WHERE NOT p.is_guest AND NOT p.is_anon AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id)
   GROUP BY p.id, p.callsign, p.live_rank, p.live_roles
   ON CONFLICT (member_id) DO UPDATE SET held_skills = EXCLUDED.held_skills;
   SELECT count(*) INTO v_n FROM nexus_adopt.holds, unnest(held_skills);
@@ -470,8 +476,8 @@ BEGIN
   UNION ALL
   SELECT 'certifications', 'held until an operator confirms (nexus_adopt.holds)', v_n
   UNION ALL
-  SELECT 'certifications', 'the predecessor''s guest (is_guest): vagrant now', count(*)
-  FROM nexus_adopt.certifications o JOIN adopt_profiles p ON p.id = o.user_id WHERE p.is_guest;
+  SELECT 'certifications', 'a guest (is_guest, or an anonymous sign-in): vagrant now', count(*)
+  FROM nexus_adopt.certifications o JOIN adopt_profiles p ON p.id = o.user_id WHERE p.is_guest OR p.is_anon;
 
   CREATE TEMP TABLE adopt_requests ON COMMIT DROP AS
   SELECT o.id, o.cadet_id, o.skill_id, o.status::text AS old_status,

@@ -495,3 +495,30 @@ def test_a_guest_without_guest_expires_at_is_removed_with_the_expired(pg, monkey
                      (old["guest"], old["scout"])) == [(old["scout"],)]
     finally:
         pg.drop_database(name)
+
+
+def test_an_anonymous_sign_in_keeps_no_power_of_the_predecessor(pg, monkeypatch, capsys):
+    """A guest of ours (an anonymous sign-in) starts with no profile, and one made permanent
+    starts as vagrant; the predecessor gave every session a scout and let each set its own rank
+    and roles. Adopted, such a session is a vagrant with nothing held for an operator to confirm."""
+    name, url = _new_db(pg, "adopt24_anon")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE public.profiles SET rank = 'founder', roles = '{Medic,Ranger}' WHERE id = %s",
+                     (old["anon_profiled"],))
+        skill = conn.execute("SELECT id FROM public.skills LIMIT 1").fetchone()[0]
+        conn.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)",
+                     (old["anon_profiled"], skill))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        assert _rows(url, "SELECT rank, roles FROM public.profiles WHERE id = %s", (old["anon_profiled"],)) == [
+            ("vagrant", ["Ranger"])]
+        assert _rows(url, "SELECT count(*) FROM nexus_adopt.holds WHERE member_id = %s", (old["anon_profiled"],)) == [(0,)]
+        assert _rows(url, "SELECT count(*) FROM public.certifications WHERE user_id = %s", (old["anon_profiled"],)) == [(0,)]
+        # made permanent (an email linked), still a vagrant
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE auth.users SET is_anonymous = false, email = 'ghost@example.test' WHERE id = %s",
+                         (old["anon_profiled"],))
+        assert _one(url, "SELECT rank FROM public.profiles WHERE id = %s", (old["anon_profiled"],)) == "vagrant"
+    finally:
+        pg.drop_database(name)
