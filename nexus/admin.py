@@ -15,7 +15,7 @@ same; the audit records the actor as `operator` with the `--as NAME` label
 LiveKit through the `livekit-access-sync` schedule.
 
 After adopting the predecessor's database (docs/cutover.md), `holds` lists the
-ranks above scout and the responder roles held until an operator confirms
+ranks above scout, the responder roles and the certifications held until an operator confirms
 them, and the predecessor's guests with their guest_expires_at; `hold confirm`
 gives a member back what they held, `hold decline` leaves them as they are.
 Both are audited like `member`; a member changed since the adoption, or
@@ -49,6 +49,28 @@ def _text(low: int, high: int):
             raise argparse.ArgumentTypeError(reason)
         return value
     return check
+
+
+def plain(value: Any) -> str:
+    """Text for the operator's terminal: a character others must not be shown (control, escape,
+    bidi, zero-width: shared/text.py) appears as \\uXXXX. Members wrote what the adoption keeps."""
+    from shared.text import problem
+
+    text = "-" if value is None or value == "" else str(value)
+    return "".join(c if problem("a" + c) is None else f"\\u{ord(c):04x}" for c in text)
+
+
+def _user(value: str) -> str:
+    """argparse type: a member's id (a UUID) or an email; anything else is a usage error."""
+    from shared.text import problem
+
+    value = value.strip()
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        if "@" in value and len(value) <= 320 and problem(value) is None:
+            return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a member id (a UUID) nor an email")
 
 
 def _connect() -> Any:
@@ -123,19 +145,21 @@ def cmd_holds(conn: Any, args: argparse.Namespace) -> int:
     print(f"awaiting confirmation ({len(pending)}; responders first: no flare reaches a held responder):")
     for h in pending:
         held = ", ".join(([f"rank {h['heldRank']}"] if h["heldRank"] else [])
-                         + ([f"roles {' '.join(h['heldRoles'])}"] if h["heldRoles"] else []))
+                         + ([f"roles {' '.join(h['heldRoles'])}"] if h["heldRoles"] else [])
+                         + ([f"certifications of {len(h['heldSkills'])} skill(s)"] if h["heldSkills"] else []))
         gone = "" if h["memberExists"] else "  (deleted)"
-        print(f"  {h['userId']}  {h['callsign'] or '-'}  {h['email'] or '-'}  held: {held}  "
+        print(f"  {h['userId']}  {plain(h['callsign'])}  {plain(h['email'])}  held: {plain(held)}  "
               f"lives as {h['liveRank']}{gone}")
     settled = [h for h in result["holds"] if h["status"] != "pending"]
     print(f"settled ({len(settled)}):")
     for h in settled:
-        print(f"  {h['userId']}  {h['callsign'] or '-'}  {h['status']}  audit {h['auditId']}")
+        print(f"  {h['userId']}  {plain(h['callsign'])}  {h['status']}  audit {h['auditId']}")
     print(f"the predecessor's guests, now vagrants without a callsign ({len(result['guests'])}):")
     for g in result["guests"]:
-        state = "expired" if g["expired"] else "not expired"
+        state = ("no expiry recorded: taken as expired" if g["guestExpiresAt"] is None
+                 else "expired" if g["expired"] else "not expired")
         gone = "" if g["memberExists"] else "  (deleted)"
-        print(f"  {g['userId']}  {g['email'] or '-'}  guest_expires_at {g['guestExpiresAt'] or '-'} ({state}){gone}")
+        print(f"  {g['userId']}  {plain(g['email'])}  guest_expires_at {g['guestExpiresAt'] or '-'} ({state}){gone}")
     return 0
 
 
@@ -164,7 +188,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_member = sub.add_parser("member", parents=[common], help="change a member's rank or roles")
-    p_member.add_argument("user", help="member id or email")
+    p_member.add_argument("user", type=_user, help="member id or email")
     p_member.add_argument("--rank", choices=RANKS)
     p_member.add_argument("--add-role", action="append", default=[])
     p_member.add_argument("--remove-role", action="append", default=[])
@@ -188,7 +212,7 @@ def main(argv: list[str]) -> int:
     p_skill.set_defaults(func=cmd_skill)
 
     p_cert = sub.add_parser("certify", parents=[common], help="certify a member as a guide for a skill")
-    p_cert.add_argument("user", help="member id or email")
+    p_cert.add_argument("user", type=_user, help="member id or email")
     p_cert.add_argument("skill", help="skill name")
     p_cert.add_argument("--reason", type=_text(1, 500))
     p_cert.set_defaults(func=cmd_certify)
@@ -200,13 +224,13 @@ def main(argv: list[str]) -> int:
 
     p_hold = sub.add_parser("hold", parents=[common], help="confirm or decline what an adopted member held")
     p_hold.add_argument("action", choices=["confirm", "decline"])
-    p_hold.add_argument("user", help="member id or email")
+    p_hold.add_argument("user", type=_user, help="member id or email")
     p_hold.add_argument("--reason", required=True, type=_text(1, 500))
     p_hold.set_defaults(func=cmd_hold)
 
     p_callsign = sub.add_parser("callsign", parents=[common],
                                 help="set a member's callsign, under the callsign rules (look-alikes refused)")
-    p_callsign.add_argument("user", help="member id or email")
+    p_callsign.add_argument("user", type=_user, help="member id or email")
     p_callsign.add_argument("callsign", type=_text(1, 64))
     p_callsign.add_argument("--reason", required=True, type=_text(1, 500))
     p_callsign.set_defaults(func=cmd_callsign)

@@ -76,7 +76,8 @@ def _record(conn) -> dict:
     out["conversions"] = conn.execute("SELECT step, rows, detail FROM nexus_adopt.conversions ORDER BY ord").fetchall()
     if conn.execute("SELECT to_regclass('nexus_adopt.holds') IS NOT NULL").fetchone()[0]:
         out["holds"] = conn.execute(
-            "SELECT member_id::text, callsign, held_rank, held_roles, status FROM nexus_adopt.holds "
+            "SELECT member_id::text, callsign, held_rank, held_roles, status, cardinality(held_skills) "
+            "FROM nexus_adopt.holds "
             "ORDER BY status <> 'pending', held_roles = '{}', member_id").fetchall()
         out["guests"] = conn.execute(
             "SELECT member_id::text, email, guest_expires_at FROM nexus_adopt.guests "
@@ -90,6 +91,8 @@ def _record(conn) -> dict:
 
 
 def _print_record(rec: dict, log=print) -> None:
+    from nexus.admin import plain
+
     steps = [c for c in rec["conversions"] if not c[0].startswith(("set aside ", "foreign key ", "policy "))]
     log(f"conversions ({len(steps)}):")
     for step, rows, detail in steps:
@@ -110,12 +113,13 @@ def _print_record(rec: dict, log=print) -> None:
     pending = [h for h in rec["holds"] if h[4] == "pending"]
     log(f"powers held until an operator confirms them ({len(pending)}): `nexus admin holds`, then "
         "`nexus admin hold confirm|decline USER --reason TEXT`; responders first")
-    for member, callsign, rank, roles, _status in pending:
-        held = ", ".join(([f"rank {rank}"] if rank else []) + ([f"roles {' '.join(roles)}"] if roles else []))
-        log(f"  {member}  {callsign or '-'}  {held}")
+    for member, callsign, rank, roles, _status, skills in pending:
+        held = ", ".join(([f"rank {rank}"] if rank else []) + ([f"roles {' '.join(roles)}"] if roles else [])
+                         + ([f"certifications of {skills} skill(s)"] if skills else []))
+        log(f"  {member}  {plain(callsign)}  {plain(held)}")
     log(f"the predecessor's guests, now vagrants without a callsign ({len(rec['guests'])}):")
     for member, email, expires in rec["guests"]:
-        log(f"  {member}  {email or '-'}  guest_expires_at {expires.isoformat() if expires else '-'}")
+        log(f"  {member}  {plain(email)}  guest_expires_at {expires.isoformat() if expires else '-'}")
     log(f"foreign objects, left in place ({len(rec['foreign'])}):")
     for kind, name in rec["foreign"]:
         log(f"  {kind} {name}")
@@ -177,8 +181,15 @@ def snapshot(url: str, path: Path) -> Path:
     path = path.resolve()
     if path.exists():
         raise FileExistsError(f"{path} exists; name a new file for the snapshot")
-    subprocess.run([str(bin_dir() / "pg_dump"), "--format=custom", "--no-owner", "--file", str(path), url],
-                   check=True, capture_output=True, text=True)
+    # Written beside it and renamed when pg_dump succeeds: a dump stopped half-way (an error, a
+    # kill) never lies under the snapshot's name for a re-run to take as taken.
+    partial = path.with_name(path.name + ".partial")
+    try:
+        subprocess.run([str(bin_dir() / "pg_dump"), "--format=custom", "--no-owner", "--file", str(partial), url],
+                       check=True, capture_output=True, text=True)
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

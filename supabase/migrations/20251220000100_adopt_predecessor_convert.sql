@@ -24,7 +24,8 @@
 --                  nexus_adopt.holds, the member living as scout without them
 --                  until an operator confirms (nexus admin holds; issue 24).
 --                  The predecessor's guests (is_guest) become vagrants without
---                  a callsign, listed in nexus_adopt.guests.
+--                  a callsign, listed in nexus_adopt.guests; anonymous sign-ins
+--                  (guests of ours) vagrants with nothing held.
 --   voice_nets     thresholds trimmed and lower-cased, empty -> vagrant; join
 --                  NULL -> receive, else scout; receive NULL -> the join;
 --                  transmit NULL -> scout; a name that is no rank let everyone
@@ -39,6 +40,8 @@
 --                  retention starts now (the old time is kept in the payload).
 --   flares         type -> flare_type; a sender that is gone stays gone.
 --   skills         a name held twice (once cleaned, cut to 120, any case) is numbered.
+--   certifications anyone could write them (RLS off): held in nexus_adopt.holds
+--                  (held_skills), the member a guide of none until confirmed.
 --   requests       PENDING stays (our expiry applies); ACTIVE -> COMPLETED now,
 --                  guide kept, old pod id cleared; of several pending for one
 --                  cadet and skill the newest stays, the others CANCELLED.
@@ -88,7 +91,7 @@ BEGIN
   -- and any later member-admin change settles the hold (its audit row).
   CREATE TABLE IF NOT EXISTS nexus_adopt.holds (
     member_id uuid PRIMARY KEY, callsign text, email text,
-    held_rank text, held_roles text[] NOT NULL DEFAULT '{}',
+    held_rank text, held_roles text[] NOT NULL DEFAULT '{}', held_skills uuid[] NOT NULL DEFAULT '{}',
     live_rank text NOT NULL, live_roles text[] NOT NULL,
     status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'confirmed', 'declined', 'settled')),
     settled_at timestamptz, audit_id bigint, held_at timestamptz NOT NULL DEFAULT now());
@@ -107,6 +110,8 @@ BEGIN
            AS callsign,
          lower(btrim(coalesce(to_jsonb(o) ->> 'rank', ''))) AS old_rank,
          coalesce(to_jsonb(o) ->> 'is_guest', '') = 'true' AS is_guest,
+         -- a guest of ours: it keeps no power of the predecessor's (a vagrant, nothing held)
+         EXISTS (SELECT 1 FROM auth.users u WHERE u.id = o.id AND coalesce(u.is_anonymous, false)) AS is_anon,
          NULL::text AS rank, NULL::text[] AS roles, NULL::text AS live_rank, NULL::text[] AS live_roles
   FROM nexus_adopt.profiles o
   WHERE EXISTS (SELECT 1 FROM auth.users u WHERE u.id = o.id);
@@ -142,16 +147,18 @@ BEGIN
   -- What members may have given themselves is held: ranks above scout and the
   -- responder roles. Guests keep neither (below).
   UPDATE adopt_profiles SET
-    live_rank = CASE WHEN is_guest THEN 'vagrant' WHEN public.rank_level(rank) > public.rank_level('scout') THEN 'scout'
+    live_rank = CASE WHEN is_guest OR is_anon THEN 'vagrant' WHEN public.rank_level(rank) > public.rank_level('scout') THEN 'scout'
                      ELSE rank END,
     live_roles = ARRAY(SELECT x FROM unnest(roles) WITH ORDINALITY AS t(x, i)
                         WHERE x NOT IN ('Medic', 'Rescue') ORDER BY i);
+  -- Members are listed by the email they sign in with (auth.users): profiles.email
+  -- was theirs to write, a known member's address as good as their own.
   INSERT INTO nexus_adopt.holds (member_id, callsign, email, held_rank, held_roles, live_rank, live_roles)
-  SELECT id, callsign, j ->> 'email', CASE WHEN rank <> live_rank THEN rank END,
+  SELECT id, callsign, (SELECT u.email FROM auth.users u WHERE u.id = p.id), CASE WHEN rank <> live_rank THEN rank END,
          ARRAY(SELECT x FROM unnest(roles) WITH ORDINALITY AS t(x, i) WHERE x IN ('Medic', 'Rescue') ORDER BY i),
          live_rank, live_roles
-  FROM adopt_profiles
-  WHERE NOT is_guest AND (rank <> live_rank OR roles && ARRAY['Medic', 'Rescue'])
+  FROM adopt_profiles p
+  WHERE NOT is_guest AND NOT is_anon AND (rank <> live_rank OR roles && ARRAY['Medic', 'Rescue'])
   ON CONFLICT (member_id) DO NOTHING;
   SELECT count(*) INTO v_n FROM nexus_adopt.holds WHERE held_rank IS NOT NULL;
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
@@ -164,11 +171,14 @@ BEGIN
   -- The predecessor's guests (email accounts with is_guest, 24 h) were scouts:
   -- vagrants now, without a callsign; their rows stay, listed for removal.
   INSERT INTO nexus_adopt.guests (member_id, email, guest_expires_at, old_rank, old_callsign)
-  SELECT id, coalesce(j ->> 'email', (SELECT u.email FROM auth.users u WHERE u.id = p.id)),
+  SELECT id, (SELECT u.email FROM auth.users u WHERE u.id = p.id),
          (j ->> 'guest_expires_at')::timestamptz, j ->> 'rank', j ->> 'callsign'
   FROM adopt_profiles p WHERE is_guest
   ON CONFLICT (member_id) DO NOTHING;
   UPDATE adopt_profiles SET callsign = NULL WHERE is_guest;
+  SELECT count(*) INTO v_n FROM adopt_profiles WHERE is_anon AND NOT is_guest AND rank <> 'vagrant';
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('profiles: anonymous sign-ins -> vagrant', v_n, 'guests of ours: nothing held, a vagrant once made permanent');
   SELECT count(*) INTO v_n FROM adopt_profiles WHERE is_guest;
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
   VALUES ('profiles: guests (is_guest) -> vagrant without a callsign', v_n,
@@ -445,16 +455,29 @@ BEGIN
   INSERT INTO nexus_adopt.conversions (step, rows, detail)
   VALUES ('skills: name numbered', v_n, 'held by an older skill once cleaned and cut to 120 characters');
 
-  INSERT INTO public.certifications (user_id, skill_id, created_at)
-  SELECT o.user_id, o.skill_id, coalesce(o.certified_at, now())
-  FROM nexus_adopt.certifications o
-  WHERE EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id)
-    AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id);
-  GET DIAGNOSTICS v_n = ROW_COUNT;
-  INSERT INTO nexus_adopt.conversions (step, rows, detail) VALUES ('certifications', v_n, 'certified_at -> created_at');
+  -- Certifications were self-made too (RLS off on the predecessor: anyone
+  -- could make themselves a guide of any skill): each is held, the member a
+  -- guide of none until an operator confirms (public.adoption_hold_settle
+  -- certifies them then). A guest's go with the rest of their powers.
+  INSERT INTO nexus_adopt.holds AS h (member_id, callsign, email, held_skills, live_rank, live_roles)
+  SELECT p.id, p.callsign, (SELECT u.email FROM auth.users u WHERE u.id = p.id),
+         array_agg(o.skill_id ORDER BY o.certified_at, o.skill_id), p.live_rank, p.live_roles
+  FROM nexus_adopt.certifications o JOIN adopt_profiles p ON p.id = o.user_id
+  WHERE NOT p.is_guest AND NOT p.is_anon AND EXISTS (SELECT 1 FROM public.skills s WHERE s.id = o.skill_id)
+  GROUP BY p.id, p.callsign, p.live_rank, p.live_roles
+  ON CONFLICT (member_id) DO UPDATE SET held_skills = EXCLUDED.held_skills;
+  SELECT count(*) INTO v_n FROM nexus_adopt.holds, unnest(held_skills);
+  INSERT INTO nexus_adopt.conversions (step, rows, detail)
+  VALUES ('certifications: held (a guide of none until confirmed)', v_n,
+          'anyone could certify themselves; an operator confirms each member (nexus admin holds)');
   INSERT INTO nexus_adopt.not_adopted (tbl, reason, rows)
   SELECT 'certifications', 'member not adopted', count(*) FROM nexus_adopt.certifications o
-  WHERE NOT EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id);
+  WHERE NOT EXISTS (SELECT 1 FROM public.profiles p WHERE p.id = o.user_id)
+  UNION ALL
+  SELECT 'certifications', 'held until an operator confirms (nexus_adopt.holds)', v_n
+  UNION ALL
+  SELECT 'certifications', 'a guest (is_guest, or an anonymous sign-in): vagrant now', count(*)
+  FROM nexus_adopt.certifications o JOIN adopt_profiles p ON p.id = o.user_id WHERE p.is_guest OR p.is_anon;
 
   CREATE TEMP TABLE adopt_requests ON COMMIT DROP AS
   SELECT o.id, o.cadet_id, o.skill_id, o.status::text AS old_status,

@@ -21,7 +21,7 @@ BEGIN
     'holds', coalesce((
       SELECT jsonb_agg(jsonb_build_object(
                'userId', h.member_id, 'callsign', h.callsign, 'email', h.email,
-               'heldRank', h.held_rank, 'heldRoles', to_jsonb(h.held_roles),
+               'heldRank', h.held_rank, 'heldRoles', to_jsonb(h.held_roles), 'heldSkills', to_jsonb(h.held_skills),
                'liveRank', h.live_rank, 'liveRoles', to_jsonb(h.live_roles),
                'status', h.status, 'settledAt', h.settled_at, 'auditId', h.audit_id,
                'memberExists', p.id IS NOT NULL)
@@ -30,7 +30,8 @@ BEGIN
     'guests', coalesce((
       SELECT jsonb_agg(jsonb_build_object(
                'userId', g.member_id, 'email', g.email, 'guestExpiresAt', g.guest_expires_at,
-               'expired', g.guest_expires_at IS NOT NULL AND g.guest_expires_at < now(),
+               -- every guest was a 24-hour account: one without an expiry is taken as expired
+               'expired', g.guest_expires_at IS NULL OR g.guest_expires_at < now(),
                'memberExists', p.id IS NOT NULL)
              ORDER BY g.guest_expires_at NULLS FIRST, g.member_id)
       FROM nexus_adopt.guests g LEFT JOIN public.profiles p ON p.id = g.member_id), '[]'::jsonb));
@@ -39,7 +40,8 @@ $$;
 
 -- `nexus admin hold confirm|decline USER`: an operator confirms what the
 -- member held on the predecessor (their rank, their responder roles, added
--- back to the roles they live with) or declines it (they stay as they are).
+-- back to the roles they live with, their certifications) or declines it
+-- (they stay as they are).
 -- Refused, with nothing written, when there is no hold, it is settled
 -- already, the member is gone, or their rank or roles changed since the
 -- adoption (the hold no longer describes them; change them with member-admin
@@ -112,6 +114,11 @@ BEGIN
     v_roles := v_member.roles || ARRAY(SELECT r FROM unnest(v_hold.held_roles) WITH ORDINALITY AS t(r, i)
                                         WHERE r <> ALL (v_member.roles) ORDER BY i);
     UPDATE public.profiles SET rank = v_rank, roles = v_roles WHERE id = p_member_id;
+    -- the certifications held: a guide again of each skill that still exists
+    INSERT INTO public.certifications (user_id, skill_id)
+    SELECT p_member_id, s FROM unnest(v_hold.held_skills) s
+    WHERE EXISTS (SELECT 1 FROM public.skills k WHERE k.id = s)
+    ON CONFLICT (user_id, skill_id) DO NOTHING;
   END IF;
   -- Settled before its audit row goes in, so the row does not settle it again
   -- (nexus_private.admin_audit_settles_adoption_hold).
@@ -123,7 +130,8 @@ BEGIN
           CASE WHEN p_confirm THEN 'adoption.confirm' ELSE 'adoption.decline' END,
           jsonb_build_object('rank', v_member.rank, 'roles', to_jsonb(v_member.roles)),
           jsonb_build_object('rank', v_rank, 'roles', to_jsonb(v_roles),
-                             'held', jsonb_build_object('rank', v_hold.held_rank, 'roles', to_jsonb(v_hold.held_roles))),
+                             'held', jsonb_build_object('rank', v_hold.held_rank, 'roles', to_jsonb(v_hold.held_roles),
+                                                        'skills', to_jsonb(v_hold.held_skills))),
           btrim(p_reason))
   RETURNING id INTO v_audit;
   UPDATE nexus_adopt.holds SET audit_id = v_audit WHERE member_id = p_member_id;

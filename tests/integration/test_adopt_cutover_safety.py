@@ -74,6 +74,7 @@ def test_every_row_not_adopted_is_counted_with_its_reason(adopted):
         ("push_subscriptions", "endpoint held by a newer subscription once trimmed"): 1,
         ("voice_net_bridges", "self-bridge"): 1,
         ("voice_net_bridges", "second direction or repeat of a bridge adopted"): 1,
+        ("certifications", "held until an operator confirms (nexus_adopt.holds)"): 1,  # the founder's
     }
     # and the one adopted of the two is the newer
     assert _rows(adopted.url, "SELECT user_id::text, created_at > now() FROM public.push_subscriptions "
@@ -204,7 +205,7 @@ def test_operators_confirm_or_decline_each_hold_and_member_admin_settles_it(own_
         ("voyager", ["Ranger", "Medic"])]
     assert _audit(url, adopted["medic"]) == [
         ("operator", "ops", "adoption.confirm", {"rank": "scout", "roles": ["Ranger"]},
-         {"rank": "voyager", "roles": ["Ranger", "Medic"], "held": {"rank": "voyager", "roles": ["Medic"]}},
+         {"rank": "voyager", "roles": ["Ranger", "Medic"], "held": {"rank": "voyager", "roles": ["Medic"], "skills": []}},
          "known medic")]
     reply = _launch(adopted["bidi"])
     assert reply.status == 202 and reply.json["respondersQueued"] == 1 and reply.json["devicesReached"] == 1, reply
@@ -352,5 +353,172 @@ def test_adopt_is_one_transaction_a_late_failure_changes_nothing(pg, tmp_path, c
         assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
         capsys.readouterr()
         assert report(url, reference_url=reference).differences == []
+    finally:
+        pg.drop_database(name)
+
+
+# -- certifications were self-made too ------------------------------------------------------
+
+def test_self_made_certifications_are_held_until_an_operator_confirms(pg, env, monkeypatch, capsys):
+    """The predecessor's certifications had RLS off: anyone could make themselves a guide of any
+    skill (cadets' requests, a private sim pod with them). Held like ranks and roles."""
+    from nexus.cli import main as cli_main
+
+    name, url = _new_db(pg, "adopt24_cert")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:  # a scout certifies themselves through the API
+        conn.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)",
+                     (old["scout"], old["skill_dup"]))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        capsys.readouterr()
+        guides = "SELECT user_id::text, skill_id::text FROM public.certifications ORDER BY 1"
+        assert _rows(url, guides) == []
+        held = dict(_rows(url, "SELECT member_id::text, held_skills::text[] FROM nexus_adopt.holds "
+                               "WHERE held_skills <> '{}'"))
+        assert held == {old["founder"]: [old["skill"]], old["scout"]: [old["skill_dup"]]}
+        counted = dict(_rows(url, "SELECT reason, rows FROM nexus_adopt.not_adopted WHERE tbl = 'certifications'"))
+        assert counted == {"held until an operator confirms (nexus_adopt.holds)": 2}
+
+        monkeypatch.setenv("DATABASE_URL", url)
+        assert cli_main(["admin", "holds", "--json"]) == 0
+        listed = {h["userId"]: h["heldSkills"] for h in json.loads(capsys.readouterr().out)["holds"]}
+        assert listed[old["scout"]] == [old["skill_dup"]]
+        assert cli_main(["admin", "hold", "confirm", old["scout"], "--reason", "known guide", "--as", "ops"]) == 0
+        capsys.readouterr()
+        assert _rows(url, guides) == [(old["scout"], old["skill_dup"])]
+        assert _rows(url, "SELECT rank FROM public.profiles WHERE id = %s", (old["scout"],)) == [("scout",)]
+        assert _one(url, "SELECT after -> 'held' -> 'skills' FROM public.admin_audit WHERE member_id = %s",
+                    (old["scout"],)) == [old["skill_dup"]]
+        assert cli_main(["admin", "hold", "decline", old["founder"], "--reason", "not a guide"]) == 0
+        capsys.readouterr()
+        assert _rows(url, guides) == [(old["scout"], old["skill_dup"])]
+    finally:
+        pg.drop_database(name)
+
+
+# -- `nexus admin hold`: bad input is a usage error ------------------------------------------
+
+@pytest.mark.parametrize("bad", [["--as", "   "], ["--as", "ops\u202e"], ["--reason", " \t "], ["--reason", "ok\x1b[2J"],
+                                 ["3f1c-not-a-uuid"], ["   "]],
+                         ids=["blank label", "bidi label", "blank reason", "escape in reason", "malformed id",
+                              "blank user"])
+def test_hold_refuses_a_label_or_reason_the_audit_cannot_hold_as_a_usage_error(database_url, monkeypatch, capsys, bad):
+    from nexus.cli import main as cli_main
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    audits = _one(database_url, "SELECT count(*) FROM public.admin_audit")
+    with pytest.raises(SystemExit) as stopped:  # not a traceback, not a refusal from the database
+        user = [] if bad[0].startswith("--") else bad
+        cli_main(["admin", "hold", "confirm", *(user or [str(uuid.uuid4())]), "--reason", "known medic", "--as", "ops",
+                  *([] if user else bad)])
+    assert stopped.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+    assert _one(database_url, "SELECT count(*) FROM public.admin_audit") == audits
+
+
+def test_what_members_wrote_reaches_the_operators_terminal_only_as_plain_text(pg, monkeypatch, capsys):
+    """profiles.email and callsign were the member's own to write on the predecessor: an escape
+    sequence or a bidi override in them must not reach the operator's terminal through
+    `nexus db adopt` or `nexus admin holds`."""
+    from nexus.cli import main as cli_main
+
+    name, url = _new_db(pg, "adopt24_tty")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:  # the founder's own row, through the API
+        conn.execute("UPDATE public.profiles SET email = %s, callsign = %s WHERE id = %s",
+                     ("ops\x1b]0;owned\x07@example.test", "Boss\u202eredivorP", old["founder"]))
+        conn.execute("UPDATE public.profiles SET email = %s WHERE id = %s",
+                     ("g\x1b[2J\u202e@example.test", old["guest"]))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        monkeypatch.setenv("DATABASE_URL", url)
+        assert cli_main(["admin", "holds"]) == 0
+        out = capsys.readouterr().out
+        assert old["founder"] in out and old["guest"] in out
+        assert not {"\x1b", "\x07", "\u202e"} & set(out), [line for line in out.splitlines() if "\x1b" in line]
+    finally:
+        pg.drop_database(name)
+
+
+def test_holds_name_members_by_the_email_they_sign_in_with(pg, monkeypatch, capsys):
+    """profiles.email was the member's own to write on the predecessor: a self-made founder who
+    wrote a known medic's address there must not be listed under it for the operator to confirm."""
+    from nexus.cli import main as cli_main
+
+    name, url = _new_db(pg, "adopt24_mail")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        medic_mail = conn.execute("SELECT email FROM auth.users WHERE id = %s", (old["medic"],)).fetchone()[0]
+        own = conn.execute("SELECT email FROM auth.users WHERE id = %s", (old["self_founder"],)).fetchone()[0]
+        conn.execute("UPDATE public.profiles SET email = %s WHERE id = %s", (medic_mail, old["self_founder"]))
+        conn.execute("UPDATE public.profiles SET email = %s WHERE id = %s", (medic_mail, old["guest"]))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        monkeypatch.setenv("DATABASE_URL", url)
+        capsys.readouterr()
+        assert cli_main(["admin", "holds", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        emails = {h["userId"]: h["email"] for h in listed["holds"]} | {g["userId"]: g["email"] for g in listed["guests"]}
+        assert emails[old["self_founder"]] == own
+        assert emails[old["guest"]] != medic_mail
+        assert [k for k, v in emails.items() if v == medic_mail] == [old["medic"]]
+    finally:
+        pg.drop_database(name)
+
+
+def test_a_guest_without_guest_expires_at_is_removed_with_the_expired(pg, monkeypatch, capsys):
+    """Every guest of the predecessor was a 24-hour account; one whose guest_expires_at is NULL
+    is not 'not expired', and the guide's removal takes it with the expired ones."""
+    from nexus.cli import main as cli_main
+
+    name, url = _new_db(pg, "adopt24_noexp")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE public.profiles SET guest_expires_at = NULL WHERE id = %s", (old["guest"],))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        monkeypatch.setenv("DATABASE_URL", url)
+        capsys.readouterr()
+        assert cli_main(["admin", "holds"]) == 0
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if old["guest"] in ln)
+        assert "not expired" not in line and "guest_expires_at -" in line, line
+        assert cli_main(["admin", "holds", "--json"]) == 0
+        guests = {g["userId"]: g["expired"] for g in json.loads(capsys.readouterr().out)["guests"]}
+        assert guests[old["guest"]] is True
+        # the removal the cutover guide gives
+        guide = open("docs/cutover.md").read()
+        removal = guide[guide.index("DELETE FROM auth.users"):].split(";")[0]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(removal)
+        assert _rows(url, "SELECT id::text FROM public.profiles WHERE id IN (%s, %s)",
+                     (old["guest"], old["scout"])) == [(old["scout"],)]
+    finally:
+        pg.drop_database(name)
+
+
+def test_an_anonymous_sign_in_keeps_no_power_of_the_predecessor(pg, monkeypatch, capsys):
+    """A guest of ours (an anonymous sign-in) starts with no profile, and one made permanent
+    starts as vagrant; the predecessor gave every session a scout and let each set its own rank
+    and roles. Adopted, such a session is a vagrant with nothing held for an operator to confirm."""
+    name, url = _new_db(pg, "adopt24_anon")
+    old = predecessor.build(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE public.profiles SET rank = 'founder', roles = '{Medic,Ranger}' WHERE id = %s",
+                     (old["anon_profiled"],))
+        skill = conn.execute("SELECT id FROM public.skills LIMIT 1").fetchone()[0]
+        conn.execute("INSERT INTO public.certifications (user_id, skill_id) VALUES (%s, %s)",
+                     (old["anon_profiled"], skill))
+    try:
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        assert _rows(url, "SELECT rank, roles FROM public.profiles WHERE id = %s", (old["anon_profiled"],)) == [
+            ("vagrant", ["Ranger"])]
+        assert _rows(url, "SELECT count(*) FROM nexus_adopt.holds WHERE member_id = %s", (old["anon_profiled"],)) == [(0,)]
+        assert _rows(url, "SELECT count(*) FROM public.certifications WHERE user_id = %s", (old["anon_profiled"],)) == [(0,)]
+        # made permanent (an email linked), still a vagrant
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE auth.users SET is_anonymous = false, email = 'ghost@example.test' WHERE id = %s",
+                         (old["anon_profiled"],))
+        assert _one(url, "SELECT rank FROM public.profiles WHERE id = %s", (old["anon_profiled"],)) == "vagrant"
     finally:
         pg.drop_database(name)

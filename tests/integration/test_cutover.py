@@ -110,7 +110,8 @@ def test_plan_prints_everything_and_changes_nothing(db, capsys):
     assert "voice_net_bridges: self-bridge removed" in out and "voice_presence: open rows closed" in out
     assert "rows closed, cancelled, cleared or left behind" in out
     assert "powers held until an operator confirms them (7)" in out
-    assert "rows not adopted (6), kept in nexus_adopt" in out
+    assert "rows not adopted (7), kept in nexus_adopt" in out
+    assert "1  certifications: held until an operator confirms (nexus_adopt.holds)" in out
     assert "1  profiles: no auth user (nobody can sign in as it)" in out
     assert "1  push_subscriptions: endpoint held by a newer subscription once trimmed" in out
     assert "the predecessor's guests, now vagrants without a callsign (2)" in out
@@ -278,3 +279,32 @@ def test_plan_on_a_database_of_our_own_older_build_says_it_would_fail(db, tmp_pa
     assert "20251208000000_adopt_predecessor_set_aside.sql would fail" in out.err
     assert "earlier build of this project's own schema" in out.err and "nothing was changed" in out.err
     assert _versions(db) == before
+
+
+def test_a_failed_snapshot_leaves_no_file_that_passes_for_one(db, tmp_path, capsys):
+    """pg_dump stopped half-way (here: a table its role may not read) must not leave a file
+    under the snapshot's name: a re-run would refuse it as existing and the operator, seeing
+    it there, would go on with --snapshot-taken and no way back."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    predecessor.build(db)
+    before = _state(db)
+    role = f"weak_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'weak'")
+        conn.execute(f"GRANT USAGE ON SCHEMA auth TO {role}")
+    try:
+        weak = make_conninfo(**(conninfo_to_dict(db) | {"user": role, "password": "weak"}))
+        dump = tmp_path / "before-adopt.dump"
+        code = main(["adopt", "--url", weak, "--snapshot", str(dump)])
+        err = capsys.readouterr().err
+        assert code == 1 and "the snapshot failed, nothing was changed" in err, err
+        assert list(tmp_path.iterdir()) == []
+        assert _state(db) == before
+        # the same command, now with a role that can read everything, takes it
+        assert main(["adopt", "--url", db, "--snapshot", str(dump)]) == 0
+        assert dump.stat().st_size > 0
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
