@@ -85,6 +85,21 @@ BEGIN
             p_max)) AS t) v
   $clean$;
 
+  -- A role as the predecessor stored it, trimmed of every White_Space character
+  -- (not only the spaces btrim takes): 'medic<TAB>' is the responder role the
+  -- canonical spelling (20251221000100, which runs after this) will make it, so
+  -- it is classified and held here as such. ASCII-only case fold, as there.
+  CREATE OR REPLACE FUNCTION pg_temp.adopt_role_trim(p_role text) RETURNS text
+  LANGUAGE sql IMMUTABLE SET search_path = '' AS $trim$
+    SELECT regexp_replace(p_role,
+      '^[\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$',
+      '', 'g')
+  $trim$;
+  CREATE OR REPLACE FUNCTION pg_temp.adopt_role_key(p_role text) RETURNS text
+  LANGUAGE sql IMMUTABLE SET search_path = '' AS $key$
+    SELECT translate(pg_temp.adopt_role_trim(p_role), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+  $key$;
+
   -- Powers held until an operator confirms them (nexus admin holds): ranks
   -- above scout and the responder roles. The member lives as scout without
   -- those roles meanwhile; public.adoption_hold_settle confirms or declines,
@@ -121,14 +136,16 @@ BEGIN
 
   -- Role names in the spelling first written (oldest profile first).
   CREATE TEMP TABLE adopt_role_spelling ON COMMIT DROP AS
-  SELECT DISTINCT ON (lower(btrim(x))) lower(btrim(x)) AS key,
-         public.canonical_role(x) AS spelling  -- member-admin's spellings; others as first written
+  SELECT DISTINCT ON (pg_temp.adopt_role_key(x)) pg_temp.adopt_role_key(x) AS key,
+         CASE pg_temp.adopt_role_key(x) WHEN 'brig' THEN 'brigged' WHEN 'brigged' THEN 'brigged'
+           WHEN 'medic' THEN 'Medic' WHEN 'rescue' THEN 'Rescue'
+           ELSE pg_temp.adopt_role_trim(x) END AS spelling  -- member-admin's spellings; others as first written
   FROM adopt_profiles p
   CROSS JOIN LATERAL jsonb_array_elements_text(
     CASE WHEN jsonb_typeof(p.j -> 'roles') = 'array' THEN p.j -> 'roles' ELSE '[]'::jsonb END)
     WITH ORDINALITY e(x, ord)
-  WHERE btrim(x) <> ''
-  ORDER BY lower(btrim(x)), p.created_at, p.id, ord;
+  WHERE pg_temp.adopt_role_trim(x) <> ''
+  ORDER BY pg_temp.adopt_role_key(x), p.created_at, p.id, ord;
   -- brig and brigged are one role
   UPDATE adopt_role_spelling SET key = 'brigged' WHERE key = 'brig'
     AND NOT EXISTS (SELECT 1 FROM adopt_role_spelling WHERE key = 'brigged');
@@ -142,7 +159,7 @@ BEGIN
                                    CASE WHEN jsonb_typeof(p.j -> 'roles') = 'array' THEN p.j -> 'roles' ELSE '[]'::jsonb END)
                                  WITH ORDINALITY e(x, ord)
                             JOIN adopt_role_spelling sp
-                              ON sp.key = CASE lower(btrim(e.x)) WHEN 'brig' THEN 'brigged' ELSE lower(btrim(e.x)) END
+                              ON sp.key = CASE pg_temp.adopt_role_key(e.x) WHEN 'brig' THEN 'brigged' ELSE pg_temp.adopt_role_key(e.x) END
                             GROUP BY sp.spelling) s), '{}');
   -- What members may have given themselves is held: ranks above scout and the
   -- responder roles. Guests keep neither (below).

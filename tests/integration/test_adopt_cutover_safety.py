@@ -522,3 +522,23 @@ def test_an_anonymous_sign_in_keeps_no_power_of_the_predecessor(pg, monkeypatch,
         assert _one(url, "SELECT rank FROM public.profiles WHERE id = %s", (old["anon_profiled"],)) == "vagrant"
     finally:
         pg.drop_database(name)
+
+
+def test_responder_roles_spelled_with_other_blanks_are_held_too(pg):
+    """A role the predecessor stored as 'medic<TAB>' or '<NBSP>Rescue' is a responder role: the
+    canonical spelling (20251221) trims every White_Space character, so the conversion, which runs
+    before it, must hold it as well, or the member becomes a responder nobody confirmed."""
+    name, url = _new_db(pg, "adopt24_blanks")
+    try:
+        old = predecessor.build(url)
+        with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+            predecessor._user(conn, old.ids, "tab_medic", created="2025-01-03",
+                              profile={"rank": "scout", "roles": ["medic\t", "\u00a0Rescue\u3000", "Ranger"],
+                                       "callsign": "Tabbed"})
+        assert main(["adopt", "--url", url, "--snapshot-taken"]) == 0
+        assert _rows(url, "SELECT rank, roles FROM public.profiles WHERE id = %s", (old["tab_medic"],)) == [
+            ("scout", ["Ranger"])]
+        assert _rows(url, "SELECT held_rank, held_roles, status FROM nexus_adopt.holds WHERE member_id = %s",
+                     (old["tab_medic"],)) == [(None, ["Medic", "Rescue"], "pending")]
+    finally:
+        pg.drop_database(name)
