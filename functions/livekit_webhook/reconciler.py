@@ -80,15 +80,26 @@ def discover(rooms: RoomServiceClient, settings: Any, *, deadline: float | None 
     checked_at = datetime.now(timezone.utc).isoformat()
     listed: list[dict[str, Any]] = []
     try:
-        for room in rooms.rooms_now(timeout=max(0.05, end - time.monotonic())):
-            if time.monotonic() >= end:
-                break
-            people = rooms.participants(room.name, timeout=max(0.05, end - time.monotonic()))
-            if people:
-                listed.append({"room": room.name, "sid": room.sid,
-                               "participants": [p.as_event_participant() for p in people]})
+        live = rooms.rooms_now(timeout=max(0.05, end - time.monotonic()))
     except LiveKitError as e:
         log.warning("LiveKit did not list its rooms; discovery left for the next run", extra={"reason": str(e)})
+        live = []
+    silent: LiveKitError | None = None
+    unanswered = 0
+    for room in live:
+        if time.monotonic() >= end:
+            break
+        try:
+            people = rooms.participants(room.name, timeout=max(0.05, end - time.monotonic()))
+        except LiveKitError as e:  # that room is left for the next run; the others are still asked
+            silent, unanswered = e, unanswered + 1
+            continue
+        if people:
+            listed.append({"room": room.name, "sid": room.sid,
+                           "participants": [p.as_event_participant() for p in people]})
+    if silent is not None:
+        log.warning("LiveKit did not list the participants of some rooms; those are left for the next run",
+                    extra={"count": unanswered, "reason": str(silent)})
     if not listed:
         return found
     adopted = db.call("livekit_presence_adopt", p_rooms=listed, p_checked_at=checked_at)
