@@ -95,8 +95,8 @@ def discover(rooms: RoomServiceClient, settings: Any, *, deadline: float | None 
             silent, unanswered = e, unanswered + 1
             continue
         if people:
-            listed.append({"room": room.name, "sid": room.sid,
-                           "participants": [p.as_event_participant() for p in people]})
+            listed.append(_storable({"room": room.name, "sid": room.sid,
+                                     "participants": [p.as_event_participant() for p in people]}))
     if silent is not None:
         log.warning("LiveKit did not list the participants of some rooms; those are left for the next run",
                     extra={"count": unanswered, "reason": str(silent)})
@@ -113,6 +113,18 @@ def discover(rooms: RoomServiceClient, settings: Any, *, deadline: float | None 
         log.warning("LiveKit had participants voice_presence lacked (lost webhooks); recorded and judged",
                     extra={"count": found["adopted"]})
     return found
+
+
+def _storable(value: Any) -> Any:
+    """`value` without NUL characters: a JSON string may hold one (another app's participant name or
+    metadata), Postgres text and jsonb may not, and one would fail the whole discovery."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 def close_stale(rooms: RoomServiceClient, settings: Any, *, batch: int = 500,
