@@ -176,6 +176,25 @@ class Settings(BaseModel):
         return f"{self.SUPABASE_URL}/auth/v1/.well-known/jwks.json" if self.SUPABASE_URL else None
 
     @property
+    def livekit_server_url(self) -> str | None:
+        """LIVEKIT_URL without its userinfo: what members are told to connect to (serverUrl) and
+        what RoomService is called at. Credentials in LIVEKIT_URL are never handed out (health
+        keeps them out of its answers too)."""
+        from urllib.parse import urlsplit
+
+        url = self.LIVEKIT_URL
+        if not url or "@" not in url:
+            return url
+        try:
+            netloc = urlsplit(url).netloc
+        except ValueError:
+            return url  # livekit_url_problem refuses it before anyone is told it
+        start = url.find("//") + 2
+        if start < 2 or not url.startswith(netloc, start):
+            return url
+        return url[:start] + netloc.rpartition("@")[2] + url[start + len(netloc):]
+
+    @property
     def livekit_url_problem(self) -> str | None:
         """LIVEKIT_URL_RULE when LIVEKIT_URL is set and breaks it. RoomService calls carry
         room-admin tokens: outside dev they go over TLS unless LiveKit is on this machine."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections import Counter
@@ -81,11 +82,16 @@ def _permission_matches(current: dict[str, Any], wanted: dict[str, Any]) -> bool
     return all(current.get(k) == v for k, v in wanted.items())
 
 
+# What nexus_private.lk_uuid (the webhook's join check) takes for a member id: the hyphenated form
+# tokens are minted with. uuid.UUID alone also reads "urn:uuid:...", "{...}" and bare hex, which
+# another app sharing the LiveKit project may use: those sessions are not our members'.
+_MEMBER_IDENTITY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
 def _member_id(identity: str) -> str | None:
-    try:
-        return str(uuid.UUID(identity))
-    except ValueError:
+    if not isinstance(identity, str) or not _MEMBER_IDENTITY.fullmatch(identity):
         return None  # bots, egress, anything that is not one of our members
+    return str(uuid.UUID(identity))
 
 
 @dataclass

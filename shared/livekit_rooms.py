@@ -123,8 +123,8 @@ class RoomServiceClient:
         from shared.config import get_settings
 
         s = get_settings().require("livekit")
-        assert s.LIVEKIT_URL and s.LIVEKIT_API_KEY and s.LIVEKIT_API_SECRET
-        return cls(s.LIVEKIT_URL, s.LIVEKIT_API_KEY, s.LIVEKIT_API_SECRET.get_secret_value(),
+        assert s.livekit_server_url and s.LIVEKIT_API_KEY and s.LIVEKIT_API_SECRET
+        return cls(s.livekit_server_url or "", s.LIVEKIT_API_KEY, s.LIVEKIT_API_SECRET.get_secret_value(),
                    timeout=s.LIVEKIT_API_TIMEOUT_SECONDS)
 
     # -- participant calls over Twirp JSON (no livekit.api) ---------------------

@@ -109,7 +109,7 @@ def accept_request(request: Request) -> Response:
         "roomName": pod["roomName"],
         "requestId": pod["requestId"],
         "expiresAt": iso_utc(int(pod["expiresAt"])),
-        "serverUrl": settings.LIVEKIT_URL,
+        "serverUrl": settings.livekit_server_url,
         "connectionTokens": [{"identity": caller.user_id, "role": "guide", "token": token}],
     })
 

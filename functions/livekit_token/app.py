@@ -137,7 +137,7 @@ def issue_token(request: Request) -> Response:
     token, expires_at = mint(room, grants)
     answer: dict[str, Any] = {
         "token": token,
-        "serverUrl": settings.LIVEKIT_URL,
+        "serverUrl": settings.livekit_server_url,
         "identity": caller.user_id,
         "roomName": room,
         "expiresAt": iso_utc(expires_at),

@@ -81,15 +81,26 @@ def discover(rooms: RoomService, settings: Any, *, deadline: float | None = None
     checked_at = datetime.now(timezone.utc).isoformat()
     listed: list[dict[str, Any]] = []
     try:
-        for room in rooms.rooms_now(timeout=max(0.05, end - time.monotonic())):
-            if time.monotonic() >= end:
-                break
-            people = rooms.participants(room.name, timeout=max(0.05, end - time.monotonic()))
-            if people:
-                listed.append({"room": room.name, "sid": room.sid,
-                               "participants": [p.as_event_participant() for p in people]})
+        live = rooms.rooms_now(timeout=max(0.05, end - time.monotonic()))
     except LiveKitError as e:
         log.warning("LiveKit did not list its rooms; discovery left for the next run", extra={"reason": str(e)})
+        live = []
+    silent: LiveKitError | None = None
+    unanswered = 0
+    for room in live:
+        if time.monotonic() >= end:
+            break
+        try:
+            people = rooms.participants(room.name, timeout=max(0.05, end - time.monotonic()))
+        except LiveKitError as e:  # that room is left for the next run; the others are still asked
+            silent, unanswered = e, unanswered + 1
+            continue
+        if people:
+            listed.append(_storable({"room": room.name, "sid": room.sid,
+                                     "participants": [p.as_event_participant() for p in people]}))
+    if silent is not None:
+        log.warning("LiveKit did not list the participants of some rooms; those are left for the next run",
+                    extra={"count": unanswered, "reason": str(silent)})
     if not listed:
         return found
     adopted = db.call("livekit_presence_adopt", p_rooms=listed, p_checked_at=checked_at)
@@ -103,6 +114,18 @@ def discover(rooms: RoomService, settings: Any, *, deadline: float | None = None
         log.warning("LiveKit had participants voice_presence lacked (lost webhooks); recorded and judged",
                     extra={"count": found["adopted"]})
     return found
+
+
+def _storable(value: Any) -> Any:
+    """`value` without NUL characters: a JSON string may hold one (another app's participant name or
+    metadata), Postgres text and jsonb may not, and one would fail the whole discovery."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 def close_stale(rooms: RoomService, settings: Any, *, batch: int = 500,

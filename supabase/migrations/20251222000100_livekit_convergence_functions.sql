@@ -224,6 +224,7 @@ $$;
 --   demotion, refreshed by LiveKit, or for a pod that has ended) is taken away,
 --   less (strict mode's tokens, LIVEKIT_PUBLISH_AFTER_JOIN_CHECK, or a token
 --   minted before a promotion) is granted.
+-- A field the permission lacks is false: livekit-server's protojson leaves out every false field.
 -- Returns the job id, or NULL.
 CREATE OR REPLACE FUNCTION nexus_private.livekit_access_join_check(p_event jsonb) RETURNS bigint
 LANGUAGE plpgsql SET search_path = '' AS $$
@@ -242,9 +243,9 @@ BEGIN
     RETURN NULL;
   END IF;
   v_rights := public.voice_rights(v_user, v_room);
-  v_sub := coalesce(v_perm ->> 'canSubscribe', v_perm ->> 'can_subscribe') = 'true';
-  v_pub := coalesce(v_perm ->> 'canPublish', v_perm ->> 'can_publish') = 'true';
-  v_data := coalesce(v_perm ->> 'canPublishData', v_perm ->> 'can_publish_data') = 'true';
+  v_sub := coalesce(v_perm ->> 'canSubscribe', v_perm ->> 'can_subscribe', 'false') = 'true';
+  v_pub := coalesce(v_perm ->> 'canPublish', v_perm ->> 'can_publish', 'false') = 'true';
+  v_data := coalesce(v_perm ->> 'canPublishData', v_perm ->> 'can_publish_data', 'false') = 'true';
   v_sources := coalesce(v_perm -> 'canPublishSources', v_perm -> 'can_publish_sources', '[]'::jsonb);
   v_mic_only := jsonb_typeof(v_sources) = 'array' AND jsonb_array_length(v_sources) > 0
     AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(v_sources) s WHERE upper(s) NOT IN ('MICROPHONE', '2'));

@@ -291,3 +291,23 @@ def test_bridged_net_tokens_carry_the_same_name_and_sources(client, sql):
     claims = verify_livekit(bridge["token"])
     assert claims.name == me.callsign and claims.video.can_publish_sources == ["microphone"]
     assert claims.room_config is None  # nets keep LiveKit's default room lifecycle
+
+
+# Given LIVEKIT_URL holding credentials (a proxy's user and password, which health already keeps
+# out of its answers), when a member asks for a token, then the serverUrl they are given names
+# the server without them: the credentials are not handed to every member.
+@pytest.mark.parametrize("url,shown", [
+    ("wss://nexus:s3cret@lk.example.test", "wss://lk.example.test"),
+    ("wss://nexus:s3c@ret@lk.example.test:7880/", "wss://lk.example.test:7880"),  # the slash: config strips it
+    ("wss://s3cret@[2001:db8::1]:443", "wss://[2001:db8::1]:443"),
+])
+def test_server_url_never_carries_the_credentials_in_livekit_url(client, sql, env, url, shown):
+    from shared import config
+
+    env.setenv("LIVEKIT_URL", url)
+    config.get_settings.cache_clear()
+    room = sql.net()
+    reply = client.post({"roomName": room}, sql.member("scout").auth())
+    assert reply.status == 200, reply
+    assert reply.json["serverUrl"] == shown
+    assert b"s3c" not in reply.raw

@@ -296,3 +296,30 @@ def test_adopted_roles_are_canonical(pg):
             assert len({r.lower() for r in roles}) == len(roles)
     finally:
         pg.drop_database(name)
+
+
+# Given medics, one brigged with triggers off in another spelling (a restore, or the owner with
+# session_replication_role = replica), when a scout launches a rescue flare, then only the medic
+# who is not brigged is called, and the brigged one cannot read the flare: the flare's fan-out and
+# its RLS read a brig in any spelling, as voice_rights and livekit-token do.
+@pytest.mark.parametrize("spelling", ["brig", "Brig", "brigged ", "\tBRIG\n"], ids=repr)
+def test_a_brigged_medic_in_any_spelling_is_not_called_to_a_flare(sql, database_url, bypassed, spelling):
+    sender = sql.member("scout")
+    free = sql.member("scout", ["Medic"])
+    brigged = sql.member("scout", ["Medic"])
+    bypassed(brigged.id, ["Medic", spelling])
+
+    flare = sql.one("SELECT public.launch_rescue_flare(%s, 'MEDICAL', 'Stanton', 60)", (sender.id,))
+    called = {r[0] for r in sql.execute("SELECT recipient_id::text FROM public.notification_queue "
+                                        "WHERE id = ANY(%s::uuid[])", (flare["notificationIds"],))}
+    assert brigged.id not in called and free.id in called
+
+    def sees(member) -> int:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("SET ROLE authenticated")
+            conn.execute("SELECT set_config('request.jwt.claims', %s, false)",
+                         (json.dumps({"sub": member.id, "role": "authenticated"}),))
+            return conn.execute("SELECT count(*) FROM public.flares WHERE id = %s",
+                                (flare["flareId"],)).fetchone()[0]
+
+    assert (sees(free), sees(brigged)) == (1, 0)

@@ -311,3 +311,52 @@ def reconciler_run():
     from functions.livekit_webhook import reconciler
 
     return reconciler.run()
+
+
+# Given two rooms, the first of which LiveKit cannot list the participants of (that room's node
+# answers 503 or times out, run after run), and in the second a brigged scout whose join was lost,
+# when the reconciler runs, then the scout is still found and removed: one room that does not
+# answer does not hide every room LiveKit lists after it.
+def test_a_room_that_does_not_answer_does_not_hide_the_rooms_after_it(livekit, private_sql):
+    from shared.livekit_rooms import LiveKitUnavailable, RoomServiceClient
+
+    private_sql.execute("DELETE FROM nexus_private.livekit_access_jobs")
+    silent = private_sql.net()
+    livekit.add_participant(silent, "recorder-bot", sid="PA_silent_bot")
+    scout = private_sql.member("scout", ["brigged"])
+    room = private_sql.net()
+    livekit.add_participant(room, scout.id, sid="PA_scout_after", permission={
+        "can_subscribe": True, "can_publish": True, "can_publish_data": True, "can_publish_sources": ["MICROPHONE"]})
+
+    class OneRoomSilent(RoomServiceClient):
+        def participants(self, name, **kwargs):
+            if name == silent:
+                raise LiveKitUnavailable("LiveKit answered 503 unavailable", status=503)
+            return super().participants(name, **kwargs)
+
+    from functions.livekit_webhook import reconciler
+
+    summary = reconciler.run(OneRoomSilent(livekit.url, support.LIVEKIT_KEY, support.LIVEKIT_SECRET))
+
+    assert (summary["adopted"], summary["judged"]) == (1, 1)
+    assert livekit.participant(room, scout.id) is None
+    assert livekit.participant(silent, "recorder-bot") is not None
+
+
+# Given a participant whose name and metadata carry a NUL (another app's token: a JSON string may
+# hold \u0000, Postgres text may not), beside a brigged scout whose join was lost, when the
+# reconciler runs, then it does not fail: the scout is found and removed, the other is recorded
+# without the NUL.
+def test_a_participant_with_a_nul_in_its_name_does_not_stop_discovery(livekit, private_sql):
+    private_sql.execute("DELETE FROM nexus_private.livekit_access_jobs")
+    room = private_sql.net()
+    livekit.add_participant(room, "other-app-bot", sid="PA_nul_bot", name="bot\x00name", metadata="m\x00")
+    scout = private_sql.member("scout", ["brigged"])
+    livekit.add_participant(room, scout.id, sid="PA_scout_nul", permission={
+        "can_subscribe": True, "can_publish": True, "can_publish_data": True, "can_publish_sources": ["MICROPHONE"]})
+
+    summary = reconciler_run()
+
+    assert summary["judged"] == 1
+    assert livekit.participant(room, scout.id) is None
+    assert livekit.participant(room, "other-app-bot") is not None

@@ -165,3 +165,17 @@ def test_a_join_to_judge_is_applied_while_the_members_job_is_processing(hook, sq
                 "VALUES (%s, 'profile', 'processing', now(), 'w-busy')", (scout.id,))
     assert deliver(hook, joined(lk, scout, net, publish=True, rank="scout")).status == 200
     assert rights_in(lk, net, scout) is None
+
+
+# Given a vagrant on a net they may only listen to, when LiveKit sends their participant_joined as
+# livekit-server writes it (protojson leaves out every false field: the permission is just
+# {"canSubscribe": true}), then the join is within their rights: no job, no RoomService call.
+def test_a_listeners_join_without_its_false_fields_is_left_alone(hook, sql, lk):
+    vagrant = sql.member("vagrant")
+    net = sql.net()
+    event = joined(lk, vagrant, net, publish=False, rank="vagrant")
+    event["participant"]["permission"] = {"canSubscribe": True}
+    reply = deliver(hook, event)
+    assert reply.status == 200, reply
+    assert lk.calls == []
+    assert sql.one("SELECT count(*) FROM nexus_private.livekit_access_jobs WHERE user_id = %s", (vagrant.id,)) == 0

@@ -413,3 +413,25 @@ def test_failed_report_with_an_enqueue_committing_meanwhile(sql, lk, own_databas
     assert answer["failed"] == 0  # folded into the pending job that committed meanwhile
     assert sql.execute("SELECT status FROM nexus_private.livekit_access_jobs WHERE user_id = %s",
                        (member.id,)) == [("pending",)]
+
+
+# Given a scout who may talk on a net, and beside them in LiveKit participants of another app that
+# shares the LiveKit project, whose identities spell the scout's id another way (no hyphens, braces,
+# urn:uuid:), when the scout's job runs, then only the scout's own session is given the scout's
+# rights: the others are not our members (the webhook's join check, nexus_private.lk_uuid, does not
+# take them for one either) and keep what they had.
+def test_identities_spelling_a_member_id_another_way_are_not_given_their_rights(sql, lk):
+    scout = sql.member("scout")
+    net = sql.net()
+    mine = connect(sql, lk, scout, net, publish=False)
+    bare = uuid.UUID(scout.id)
+    others = [bare.hex, "{" + scout.id + "}", bare.urn]
+    for identity in others:
+        lk.add_participant(net, identity, permission={"can_subscribe": True}, metadata="")
+
+    schedule()
+
+    assert rights_in(lk, net, scout) == {"sid": mine.sid, "subscribe": True, "publish": True, "data": True,
+                                         "sources": ["MICROPHONE"], "rank": "scout"}
+    for identity in others:
+        assert lk.participant(net, identity).permission == {"can_subscribe": True}, identity
