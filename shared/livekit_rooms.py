@@ -203,6 +203,14 @@ class RoomServiceClient:
         except (urllib.error.URLError, socket.timeout, TimeoutError, OSError, ValueError) as e:
             raise LiveKitUnavailable(f"LiveKit unreachable: {type(e).__name__}") from None
 
+def _int(value: Any) -> int:
+    """An int64 from Twirp JSON (protojson writes them as strings); 0 when absent or not a number."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _permission(raw: dict[str, Any]) -> dict[str, Any]:
     """ParticipantPermission from Twirp JSON (either key style) in camelCase; absent means false."""
     def get(camel: str, snake: str) -> Any:

@@ -289,7 +289,11 @@ def test_adopted_roles_are_canonical(pg):
         migrate.migrate(url, log=lambda *_: None)
         with psycopg.connect(url) as conn:
             got = dict(conn.execute("SELECT id::text, roles FROM public.profiles").fetchall())
-        assert got[odd] == ["brigged", "Medic", "Ranger"]
+        # canonical, and the responder role (in whatever spelling) held until an operator confirms it
+        assert got[odd] == ["brigged", "Ranger"]
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT held_roles FROM nexus_adopt.holds WHERE member_id = %s",
+                                (odd,)).fetchone() == (["Medic"],)
         assert got[old["brig"]] == ["brigged"]
         for roles in got.values():
             assert roles == [canonical_role(r) for r in roles]
