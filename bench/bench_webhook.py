@@ -52,6 +52,10 @@ def lambda_env(database_url: str) -> dict[str, str]:
         "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
+        # The events' member ids have no profile, so each join would be judged and removed inline
+        # through RoomService (issue 25) against a LiveKit that is not there. This measures ingestion
+        # and acknowledgement; the join check's own cost against the real server is bench_brig's.
+        "LIVEKIT_ACCESS_INLINE_BUDGET_SECONDS": "0",
     })
     return env
 
